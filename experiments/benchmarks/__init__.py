@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench` (python -m experiments bench). Each module exposes `run(quick) -> rows`."""
