@@ -1,0 +1,193 @@
+"""Depth metrics as torchmetrics `Metric`s, following GP2's evaluation protocol.
+
+GP2 (Romanov et al. 2020, arXiv 2009.12419; official eval `saic-vul/geometry-preserving-de`,
+`metrics/logdisp_metrics.py`, `metrics/disp_metrics.py`, `eval.py`):
+- the network predicts log-disparity; every metric is computed per image over its valid pixels and then
+  averaged over images (not pooled over pixels);
+- "UTS" metrics align the prediction by one scale, the median of the log-disparity differences
+  (`alignment="median_log_disparity"`), "UTSS" metrics by a least-squares scale and shift in disparity,
+  with the aligned disparity clamped to >= 1 / depth cap (`alignment="lstsq_disparity"`, `max_depth`);
+- "delta 1.25" is reported as the percentage of *bad* pixels, max(p/t, t/p) > 1.25 ("delta125_bad"); the
+  usual fraction of good pixels is "delta1" (and "delta2", "delta3" for 1.25^2, 1.25^3);
+- DIW is scored by WHDR (`WHDR`), the percentage of ordinal pairs whose predicted order is wrong.
+
+Inputs: `update(pred_log_disp, target_depth, mask)`, all `(B, 1, H, W)`. Targets are always *depth*; for a
+dataset whose ground truth is disparity up to scale and shift ("utss_disparity"), pass `1 / disparity`
+and use `alignment="lstsq_disparity"`, the only alignment that is invariant to a disparity shift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchmetrics import Metric
+
+from geometry.depth_align import (
+    align_lstsq_scale_shift,
+    align_median_depth_ratio,
+    align_median_log_disparity,
+    check_map,
+    check_map_and_mask,
+)
+from losses.depth import sample_ordinal_pairs
+
+ALIGNMENTS = ("median_log_disparity", "median_depth", "lstsq_disparity", "none")
+METRIC_NAMES = ("delta125_bad", "delta1", "delta2", "delta3", "absrel", "log10", "rmse", "si_log")
+
+
+def align_prediction(
+    pred_log_disp: torch.Tensor,
+    target_depth: torch.Tensor,
+    valid: torch.Tensor,
+    alignment: str,
+    max_depth: float | None = None,
+) -> torch.Tensor:
+    """Predicted depth `(B, 1, H, W)` from log-disparity, aligned to the target per image.
+
+    For "lstsq_disparity" the aligned disparity is clamped to >= 1 / max_depth (GP2's depth cap) or to the
+    smallest positive normal number of the dtype when there is no cap, so that depth stays positive.
+    """
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"Expected alignment to be one of {ALIGNMENTS}, got {alignment!r}")
+    log_disp = torch.where(valid, pred_log_disp, torch.zeros_like(pred_log_disp))
+    target_disp = torch.where(valid, target_depth, torch.ones_like(target_depth)).reciprocal()
+    if alignment == "median_log_disparity":
+        return align_median_log_disparity(log_disp.exp(), target_disp, valid).aligned.reciprocal()
+    if alignment == "median_depth":
+        return align_median_depth_ratio((-log_disp).exp(), target_depth, valid).aligned
+    if alignment == "lstsq_disparity":
+        disp = align_lstsq_scale_shift(log_disp.exp(), target_disp, valid).aligned
+        floor = 1.0 / max_depth if max_depth is not None else torch.finfo(disp.dtype).tiny
+        return disp.clamp_min(floor).reciprocal()
+    return (-log_disp).exp()
+
+
+def per_image_depth_metrics(
+    pred_depth: torch.Tensor, target_depth: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Each metric of `METRIC_NAMES` over each image's valid pixels.
+
+    Args:
+        pred_depth, target_depth: `(B, 1, H, W)` positive at valid pixels; valid: `(B, 1, H, W)` bool.
+    Returns:
+        `(B, len(METRIC_NAMES))`; rows of images without valid pixels are 0.
+        delta125_bad in percent, delta1..3 as fractions, si_log = sqrt(var(log p - log t)) (Eigen et al.).
+    """
+    B = pred_depth.shape[0]
+    m = valid.reshape(B, -1)
+    p = torch.where(m, pred_depth.reshape(B, -1), torch.ones_like(pred_depth.reshape(B, -1)))  # (B, P)
+    t = torch.where(m, target_depth.reshape(B, -1), torch.ones_like(target_depth.reshape(B, -1)))
+    w = m.to(p.dtype)
+    n = w.sum(dim=1).clamp_min(1.0)  # (B,)
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return (x * w).sum(dim=1) / n
+
+    ratio = torch.maximum(p / t, t / p)
+    d = p.log() - t.log()
+    cols = [
+        100.0 * mean((ratio > 1.25).to(p.dtype)),
+        mean((ratio < 1.25).to(p.dtype)),
+        mean((ratio < 1.25**2).to(p.dtype)),
+        mean((ratio < 1.25**3).to(p.dtype)),
+        mean((p - t).abs() / t),
+        mean(d.abs() / math.log(10.0)),
+        mean((p - t) ** 2).sqrt(),
+        (mean(d * d) - mean(d) ** 2).clamp_min(0.0).sqrt(),
+    ]
+    return torch.stack(cols, dim=1)
+
+
+class DepthMetrics(Metric):
+    """Per-image-averaged depth metrics (GP2 protocol), DDP-synchronized by summed states.
+
+    Args:
+        alignment: one of `ALIGNMENTS` ("median_log_disparity": GP2 UTS; "lstsq_disparity": GP2 UTSS /
+            MiDaS; "median_depth": Eigen/monodepth; "none": absolute depth).
+        min_depth: target pixels with depth <= min_depth are invalid; predictions are clamped to >= it.
+        max_depth: per-dataset depth cap: target pixels beyond it are invalid and predictions are
+            clamped to <= it; None for no cap.
+        prefix: prepended to every key of `compute()`.
+        min_valid_pixels: an image with fewer valid pixels is skipped (GP2's eval uses 11, "numel > 10").
+    `update(pred_log_disp, target_depth, mask)` takes `(B, 1, H, W)` each (mask bool);
+    `compute()` -> dict of `prefix + name` for `METRIC_NAMES` plus `prefix + "num_images"`; NaN values
+    when no image was counted.
+    """
+
+    full_state_update = False
+    higher_is_better = None
+
+    def __init__(
+        self,
+        alignment: str = "median_log_disparity",
+        min_depth: float = 1e-3,
+        max_depth: float | None = None,
+        prefix: str = "",
+        min_valid_pixels: int = 1,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"Expected alignment to be one of {ALIGNMENTS}, got {alignment!r}")
+        self.alignment = alignment
+        self.min_depth = min_depth
+        self.max_depth = max_depth
+        self.prefix = prefix
+        self.min_valid_pixels = min_valid_pixels
+        self.add_state(
+            "sums", default=torch.zeros(len(METRIC_NAMES), dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("num_images", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred_log_disp: torch.Tensor, target_depth: torch.Tensor, mask: torch.Tensor) -> None:
+        """Accumulate a batch: pred_log_disp, target_depth `(B, 1, H, W)`, mask `(B, 1, H, W)` bool."""
+        check_map_and_mask(("pred_log_disp", "target_depth"), (pred_log_disp, target_depth), mask)
+        valid = mask & torch.isfinite(target_depth) & (target_depth > self.min_depth)
+        if self.max_depth is not None:
+            valid = valid & (target_depth <= self.max_depth)
+        pred = align_prediction(pred_log_disp.detach(), target_depth, valid, self.alignment, self.max_depth)
+        pred = pred.clamp(min=self.min_depth, max=self.max_depth)
+        per_image = per_image_depth_metrics(pred, target_depth, valid)  # (B, K)
+        counted = valid.flatten(1).sum(dim=1) >= max(self.min_valid_pixels, 1)  # (B,)
+        per_image = torch.where(counted[:, None], per_image, torch.zeros_like(per_image))
+        self.sums += per_image.sum(dim=0).to(self.sums.dtype)
+        self.num_images += counted.sum().to(self.num_images.dtype)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.num_images
+        means = torch.where(n > 0, self.sums / n.clamp_min(1.0), torch.full_like(self.sums, float("nan")))
+        out = {self.prefix + name: means[i] for i, name in enumerate(METRIC_NAMES)}
+        out[self.prefix + "num_images"] = n
+        return out
+
+
+class WHDR(Metric):
+    """Weighted Human Disagreement Rate on ordinal pairs (Chen et al. 2016, DIW), in percent.
+
+    A pair is wrong when the predicted order disagrees with the annotation: with predicted log-disparity
+    y, wrong iff `(y_B > y_A) != (rel > 0)` (rel = +1 when A is farther), as GP2's official eval does
+    (ties count as "A not farther"). Every pair has weight 1 (DIW has one pair per image).
+    `update(pred_log_disp (B, 1, H, W), ordinal (B, M, 5))`, rows `(yA, xA, yB, xB, rel)`, rel = 0 = padding.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("errors", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("pairs", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred_log_disp: torch.Tensor, ordinal: torch.Tensor) -> None:
+        """Accumulate wrong / total pairs of a batch."""
+        check_map("pred_log_disp", pred_log_disp)
+        y_a, y_b, rel, valid = sample_ordinal_pairs(pred_log_disp.detach(), ordinal)
+        wrong = (y_b > y_a) != (rel > 0)
+        self.errors += (wrong & valid).sum().to(self.errors.dtype)
+        self.pairs += valid.sum().to(self.pairs.dtype)
+
+    def compute(self) -> torch.Tensor:
+        if self.pairs == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64, device=self.pairs.device)
+        return 100.0 * self.errors / self.pairs

@@ -1,0 +1,170 @@
+"""GP2 (Romanov et al., 2020): geometry-preserving single-view depth, trained on mixtures of datasets.
+
+The network predicts log-disparity; the loss is picked per sample by its depth type (losses.depth.GP2Loss):
+scale-invariant pairwise L1 on log depth for absolute / up-to-scale samples plus the shift-and-scale-invariant
+pairwise L1 on normalized disparity for every dense sample, and a ranking loss for ordinal ones.
+Metrics (lightning_modules.depth_metrics) are torchmetrics objects, one set per evaluation dataloader and
+alignment, so they synchronize across DDP ranks. Logged keys:
+  train/loss
+  val/<metric>                 first val dataloader, first alignment (GP2's median log-disparity); with
+                               several val datasets, val/<metric> is their mean and val/<dataset>/<metric>
+                               each one's
+  val/<alignment>/<metric>     the other alignments
+  test/...                     the same for the test split
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
+from lightning_modules.gp2.network import LightWeightRefineNet
+from losses.depth import GP2Loss
+
+DENSE_DEPTH_TYPES = ("absolute", "uts")  # types whose target is a depth map the metrics can score
+REPORTED = ("delta125_bad", "delta1", "absrel", "log10", "rmse")  # keys logged per alignment
+
+
+class GP2Module(pl.LightningModule):
+    """LightningModule of the GP2 family.
+
+    Args:
+        backbone, pretrained_path, n_chains: see `LightWeightRefineNet`.
+        loss: residual loss of L_SI / L_SSI (losses.depth.LOSS_KINDS; "pairwise_l1" is GP2's).
+        si_weight, ssi_weight, ordinal_weight: loss term weights.
+        lr, weight_decay: AdamW; scheduler: "cosine" (to 0 over the run) or "none".
+        alignments: metric alignments (lightning_modules.depth_metrics.ALIGNMENTS); the first is the main one.
+        max_depth: depth cap for metrics when the data does not give one (samples' `max_depth` wins).
+        log_images, log_points: pictures and point-cloud size of the validation visualizer callback.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenetv2_100",
+        pretrained_path: str | None = None,
+        n_chains: int = 4,
+        loss: str = "pairwise_l1",
+        si_weight: float = 1.0,
+        ssi_weight: float = 1.0,
+        ordinal_weight: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        alignments: tuple[str, ...] | list[str] = ("median_log_disparity", "lstsq_disparity", "median_depth"),
+        max_depth: float | None = None,
+        log_images: int = 4,
+        log_points: int = 2048,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        bad = [a for a in alignments if a not in ALIGNMENTS]
+        if bad or not alignments:
+            raise ValueError(f"model.alignments: expected a non-empty list from {ALIGNMENTS}, got {list(alignments)}")
+        if scheduler not in ("cosine", "none"):
+            raise ValueError(f"model.scheduler: expected 'cosine' or 'none', got {scheduler!r}")
+        self.net = LightWeightRefineNet(backbone, pretrained_path, n_chains)
+        self.criterion = GP2Loss(loss, si_weight, ssi_weight, ordinal_weight)
+        self.metrics = nn.ModuleDict()  # "<split>_<dataloader_idx>" -> {alignment: DepthMetrics, "whdr": WHDR}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, H, W) in [0, 1] -> log-disparity (B, 1, H, W)."""
+        return self.net(image)
+
+    def default_callbacks(self) -> list[pl.Callback]:
+        from lightning_modules.gp2.callbacks import DepthVisualizer
+
+        return [DepthVisualizer(self.hparams.log_images, self.hparams.log_points)]
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, batch: dict, pred: torch.Tensor) -> torch.Tensor:
+        return self.criterion(pred, batch["depth"], batch["valid"], batch["depth_type"], batch.get("ordinal"))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pred = self(batch["image"])
+        loss = self._loss(batch, pred)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def _metric_set(self, split: str, idx: int, batch: dict) -> nn.ModuleDict:
+        key = f"{split}_{idx}"
+        if key not in self.metrics:
+            caps = batch.get("max_depth")
+            cap = float(caps[0]) if caps is not None and len(caps) else self.hparams.max_depth
+            sets = {a: DepthMetrics(alignment=a, max_depth=cap) for a in self.hparams.alignments}
+            self.metrics[key] = nn.ModuleDict({**sets, "whdr": WHDR()}).to(self.device)
+        return self.metrics[key]
+
+    def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
+        pred = self(batch["image"])
+        loss = self._loss(batch, pred)
+        metrics = self._metric_set(split, dataloader_idx, batch)
+        dense = torch.tensor([t in DENSE_DEPTH_TYPES for t in batch["depth_type"]], device=pred.device)
+        mask = batch["valid"] & dense[:, None, None, None]
+        for a in self.hparams.alignments:
+            metrics[a].update(pred, batch["depth"], mask)
+        if batch.get("ordinal") is not None:
+            metrics["whdr"].update(pred, batch["ordinal"])
+        self.log(f"{split}/loss", loss, batch_size=pred.shape[0], add_dataloader_idx=False, sync_dist=True)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def _names(self, split: str) -> list[str] | None:
+        dm = getattr(self.trainer, "datamodule", None)
+        return getattr(dm, f"{split}_names", None)
+
+    def _log_epoch(self, split: str) -> None:
+        keys = sorted(k for k in self.metrics if k.startswith(split + "_"))
+        names = self._names(split) or [str(i) for i in range(len(keys))]
+        main = self.hparams.alignments[0]
+        per_loader: list[dict[str, torch.Tensor]] = []
+        out: dict[str, torch.Tensor] = {}
+        for key in keys:
+            idx = int(key.rsplit("_", 1)[1])
+            sets = self.metrics[key]
+            prefix = split if len(keys) == 1 else f"{split}/{names[idx] if idx < len(names) else idx}"
+            main_vals = {}
+            for a in self.hparams.alignments:
+                vals = sets[a].compute()
+                sets[a].reset()
+                if vals["num_images"] == 0:
+                    continue
+                for name in REPORTED:
+                    k = f"{prefix}/{name}" if a == main else f"{prefix}/{a}/{name}"
+                    out[k] = vals[name].float()
+                    if a == main:
+                        main_vals[name] = vals[name].float()
+            whdr = sets["whdr"].compute()
+            sets["whdr"].reset()
+            if torch.isfinite(whdr):
+                out[f"{prefix}/whdr"] = whdr.float()
+            if main_vals:
+                per_loader.append(main_vals)
+        if len(keys) > 1 and per_loader:
+            for name in REPORTED:
+                out[f"{split}/{name}"] = torch.stack([d[name] for d in per_loader]).mean()
+        # compute() already synchronized the states across ranks: every rank logs the same values.
+        self.log_dict(out, sync_dist=False, add_dataloader_idx=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # ------------------------------------------------------------------ optimization
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.scheduler == "none":
+            return opt
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
