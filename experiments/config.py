@@ -65,9 +65,15 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override {arg!r}: empty key")
         try:
-            out[key] = yaml.safe_load(value) if value != "" else ""
+            parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"override {arg!r}: value is not valid YAML ({e})") from e
+        if isinstance(parsed, str):
+            try:  # YAML 1.1 reads "3e-4" as a string; a user means the number
+                parsed = float(parsed) if parsed.lower() not in ("nan", "inf", "-inf", "infinity") else parsed
+            except ValueError:
+                pass
+        out[key] = parsed
     return out
 
 

@@ -182,7 +182,26 @@ def _prepare(cfg: DictConfig, kind: str):
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit, then validate the best checkpoint (and test if configured); returns the metrics.json content."""
+    """Fit, then validate (and test if configured); returns the metrics.json content."""
+    inherited = RUN_DIR_ENV in os.environ
+    try:
+        return _train(cfg)
+    finally:
+        if not inherited:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Validate (and test) a checkpoint in a new run directory (runs/<experiment>/eval-<timestamp>)."""
+    inherited = RUN_DIR_ENV in os.environ
+    try:
+        return _evaluate(cfg)
+    finally:
+        if not inherited:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _train(cfg: DictConfig) -> dict:
     run_dir, ckpt = _prepare(cfg, "train")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
@@ -217,8 +236,7 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Validate (and test) a checkpoint in a new run directory (runs/<experiment>/eval-<timestamp>)."""
+def _evaluate(cfg: DictConfig) -> dict:
     if cfg.ckpt_path is None or cfg.ckpt_path == "last" and cfg.run_dir is None:
         raise ConfigError("eval needs ckpt_path=PATH/TO.ckpt (or run_dir=RUN ckpt_path=last)")
     src = Path(cfg.run_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)

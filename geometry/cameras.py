@@ -53,7 +53,9 @@ _FLIP_XY = (-1.0, -1.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _check_shape(x: object, name: str, spec: Sequence[int | str], sizes: dict[str, int] | None = None) -> None:
+def _check_shape(
+    x: object, name: str, spec: Sequence[int | str], sizes: dict[str, int] | None = None
+) -> None:
     """Raise ValueError unless `x` is a tensor of shape `spec`; letters in spec must agree with `sizes`.
 
     Letters seen for the first time are recorded in `sizes` (so several arguments can share B, P, ...).
@@ -119,7 +121,7 @@ def ndc_to_image_coords(xy_ndc: torch.Tensor, image_size: int | Sequence[int] | 
 
 
 def image_coords_to_ndc(xy_img: torch.Tensor, image_size: int | Sequence[int] | None = None) -> torch.Tensor:
-    """Normalized image coordinates (x right, y down, [-1, 1] per side) -> NDC. Inverse of ndc_to_image_coords.
+    """Normalized image coordinates (x right, y down, [-1, 1] per side) -> NDC; inverts ndc_to_image_coords.
 
     Args:
         xy_img: (..., 2)
@@ -167,7 +169,9 @@ def pixel_to_ndc(uv: torch.Tensor, image_size: int | Sequence[int]) -> torch.Ten
 
 
 def ndc_pixel_centers(
-    image_size: int | Sequence[int], dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    image_size: int | Sequence[int],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """NDC (x, y) of every pixel centre, as the rasterizers sample them.
 
@@ -225,7 +229,7 @@ def intrinsics_from_fov(fov_deg: float | torch.Tensor, height: int, width: int) 
     """Pinhole intrinsics for a horizontal field of view, principal point at the image centre.
 
     `fx = fy = W / (2 tan(fov/2))`, `cx = (W - 1) / 2`, `cy = (H - 1) / 2` (pixel centres at integers).
-    For a square image this is the FoVPerspectiveCameras of the same fov (see `FoVPerspectiveCameras.intrinsics`).
+    For a square image this is the FoVPerspectiveCameras of the same fov (`FoVPerspectiveCameras.intrinsics`).
 
     Args:
         fov_deg: (B,) degrees (a float gives B = 1).
@@ -268,15 +272,21 @@ def camera_position_from_spherical_angles(
     Returns:
         (N, 3)
     """
-    d, e, a = (torch.as_tensor(v, dtype=dtype, device=device).reshape(-1) for v in (distance, elevation, azimuth))
+    d, e, a = (
+        torch.as_tensor(v, dtype=dtype, device=device).reshape(-1) for v in (distance, elevation, azimuth)
+    )
     d, e, a = torch.broadcast_tensors(d, e, a)
     if degrees:
         e, a = torch.deg2rad(e), torch.deg2rad(a)
-    return torch.stack([d * torch.cos(e) * torch.sin(a), d * torch.sin(e), d * torch.cos(e) * torch.cos(a)], dim=-1)
+    return torch.stack(
+        [d * torch.cos(e) * torch.sin(a), d * torch.sin(e), d * torch.cos(e) * torch.cos(a)], dim=-1
+    )
 
 
 def look_at_rotation(
-    camera_position: torch.Tensor, at: torch.Tensor | Sequence = ((0, 0, 0),), up: torch.Tensor | Sequence = ((0, 1, 0),)
+    camera_position: torch.Tensor,
+    at: torch.Tensor | Sequence = ((0, 0, 0),),
+    up: torch.Tensor | Sequence = ((0, 1, 0),),
 ) -> torch.Tensor:
     """World-to-view rotation of cameras at `camera_position` looking at `at` (PyTorch3D's look_at_rotation).
 
@@ -326,16 +336,21 @@ def look_at_view_transform(
         dist, elev, azim: floats or (N,) tensors (angles in degrees unless degrees=False), broadcast.
         eye: (N, 3) camera centres; overrides dist/elev/azim.
         at, up: (N, 3) or (1, 3).
+        device, dtype: of the result when no argument is a floating tensor (else taken from the first one).
     Returns:
         LookAt(R (N, 3, 3), T (N, 3)); unpacks as `R, T = look_at_view_transform(...)`.
     """
-    if torch.is_tensor(dist):
-        dtype, device = dist.dtype, dist.device if device is None else device
+    # floating tensor arguments set dtype (and, when device is None, the device) of the result
+    first = next((v for v in (eye, dist, elev, azim) if torch.is_tensor(v) and v.is_floating_point()), None)
+    if first is not None:
+        dtype, device = first.dtype, first.device if device is None else device
     if eye is not None:
         C = torch.as_tensor(eye, dtype=dtype, device=device).reshape(-1, 3)
     else:
         at_t = torch.as_tensor(at, dtype=dtype, device=device).reshape(-1, 3)
-        C = camera_position_from_spherical_angles(dist, elev, azim, degrees=degrees, device=device, dtype=dtype)
+        C = camera_position_from_spherical_angles(
+            dist, elev, azim, degrees=degrees, device=device, dtype=dtype
+        )
         C = C + at_t
     R = look_at_rotation(C, at, up)
     C = C.expand(R.shape[0], 3)
@@ -485,7 +500,7 @@ class FoVPerspectiveCameras(_Cameras):
         return torch.cat([xy_depth[..., :2] / self._scale() * z, z], dim=-1)
 
     def projection_matrix(self) -> torch.Tensor:
-        """(B, 4, 4) row-vector projection: `[x, y, z, 1] @ P = [X, Y, Z, W]`, ndc = (X/W, Y/W) (README 1.2)."""
+        """(B, 4, 4) row-vector projection: `[x, y, z, 1] @ P = [X, Y, Z, W]`, ndc = (X/W, Y/W)."""
         t = self._tan_half
         P = torch.zeros(t.shape[0], 4, 4, dtype=t.dtype, device=t.device)
         P[:, 0, 0] = 1.0 / (t * self.aspect_ratio)
@@ -514,7 +529,7 @@ class FoVPerspectiveCameras(_Cameras):
 
 @dataclass
 class FoVOrthographicCameras(_Cameras):
-    """PyTorch3D's FoVOrthographicCameras: `x_ndc = (2 s_x x - (max_x + min_x)) / (max_x - min_x)`, same for y.
+    """PyTorch3D's FoVOrthographicCameras: `x_ndc = (2 s_x x - (max_x + min_x)) / (max_x - min_x)`, also y.
 
     Attributes:
         R: (B, 3, 3); T: (B, 3); min_x, max_x, min_y, max_y: view-space bounds mapped to NDC [-1, 1];
@@ -681,7 +696,7 @@ class WeakPerspectiveCameras:
     def to_orthographic(self) -> FoVOrthographicCameras:
         """The same camera as a PyTorch3D-convention FoVOrthographicCameras (square images).
 
-        View = `X @ (R diag(-1, -1, 1)) + (-t_x / s, -t_y / s, z_offset)`, `scale_xyz = (s, s, 1)`, bounds +-1.
+        View = `X @ (R diag(-1, -1, 1)) + (-t_x / s, -t_y / s, z_offset)`, scale_xyz = (s, s, 1), bounds +-1.
         """
         flip = self.R.new_tensor(_FLIP_XY)
         R = self.R * flip  # columns 0, 1 negated

@@ -89,6 +89,10 @@ def align_median_log_disparity(
 ) -> Alignment:
     """GP2 scale alignment: `log p + median(log t - log p)` over valid pixels, i.e. `p * scale`.
 
+    The same one-scale alignment applies to depths (the scale is `1 / scale` of the disparity one); GP2's
+    eval takes the (lower, torch.median) median of the log ratio in log depth, which for an even pixel
+    count can differ from the one in log disparity, so `DepthMetrics` calls this on depths.
+
     Args:
         pred_disp, target_disp: `(B, 1, H, W)`, positive at valid pixels; mask: `(B, 1, H, W)` bool.
     Returns:

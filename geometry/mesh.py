@@ -131,7 +131,9 @@ def _check_faces(faces: Tensor, batch: int, name: str = "faces") -> Tensor:
     if faces.dim() == 2:
         return faces.long()[None].expand(batch, -1, -1)
     if faces.shape[0] != batch:
-        raise ValueError(f"{name} of shape (B, F, 3) must have B={batch} like verts, got {tuple(faces.shape)}")
+        raise ValueError(
+            f"{name} of shape (B, F, 3) must have B={batch} like verts, got {tuple(faces.shape)}"
+        )
     return faces.long()
 
 
@@ -157,7 +159,9 @@ def pack_meshes(verts: Tensor, faces: Tensor, verts_lengths: Tensor | None = Non
         if verts_lengths.shape != (B,):
             raise ValueError(f"verts_lengths must have shape ({B},), got {tuple(verts_lengths.shape)}")
     valid = (faces >= 0).all(-1)  # (B, F)
-    if bool(((faces >= V) & valid[..., None]).any()) or bool(((faces < 0) & ~(faces < 0).all(-1, True)).any()):
+    if bool(((faces >= V) & valid[..., None]).any()) or bool(
+        ((faces < 0) & ~(faces < 0).all(-1, True)).any()
+    ):
         raise ValueError(f"faces index out of range for V={V} (padding rows must be all -1)")
     offsets = torch.arange(B, device=verts.device)[:, None, None] * V
     faces_packed = (faces + offsets)[valid]  # (F', 3)
@@ -231,9 +235,9 @@ def _subdivide_faces(faces: Tensor, num_verts: int) -> tuple[Tensor, Tensor]:
 def subdivide_mesh(verts: Tensor, faces: Tensor) -> Mesh:
     """Midpoint subdivision (PyTorch3D SubdivideMeshes): every face splits into 4.
 
-    verts (V, 3) or (B, V, 3), faces (F, 3) shared. Returns verts (..., V + E, 3) -- the old vertices, then
-    the edge midpoints in the order of `mesh_edges(faces)` -- and faces (4F, 3): all corner faces at v0, at v1,
-    at v2, then all centre faces. Differentiable w.r.t. verts.
+    verts (V, 3) or (B, V, 3), faces (F, 3) shared. Returns verts (..., V + E, 3) -- the old vertices,
+    then the edge midpoints in the order of `mesh_edges(faces)` -- and faces (4F, 3): all corner faces at
+    v0, at v1, at v2, then all centre faces. Differentiable w.r.t. verts.
     """
     if verts.dim() not in (2, 3) or verts.shape[-1] != 3:
         raise ValueError(f"verts must have shape (V, 3) or (B, V, 3), got {tuple(verts.shape)}")
@@ -388,7 +392,9 @@ def cot_laplacian(verts: Tensor, faces: Tensor, eps: float = 1e-12) -> CotLaplac
     cot, area = _cotangents(verts, faces, eps)  # (F, 3), (F,)
     ii = faces[:, [1, 2, 0]]  # cot of the angle at corner k sits on the opposite edge (ii[k], jj[k])
     jj = faces[:, [2, 0, 1]]
-    idx = torch.stack([torch.cat([ii.reshape(-1), jj.reshape(-1)]), torch.cat([jj.reshape(-1), ii.reshape(-1)])])
+    idx = torch.stack(
+        [torch.cat([ii.reshape(-1), jj.reshape(-1)]), torch.cat([jj.reshape(-1), ii.reshape(-1)])]
+    )
     val = torch.cat([cot.reshape(-1), cot.reshape(-1)])
     L = torch.sparse_coo_tensor(idx, val, (V, V), check_invariants=False).coalesce()
     vert_area = verts.new_zeros(V).index_add(0, faces.reshape(-1), area[:, None].expand(-1, 3).reshape(-1))

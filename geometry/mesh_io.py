@@ -58,7 +58,9 @@ def _floats(tokens: list[str], lo: int, hi: int, path: Path, lineno: int, what: 
     try:
         return [float(t) for t in tokens]
     except ValueError:
-        raise ValueError(f"{path}:{lineno}: '{what}' has a value that is not a number: {' '.join(tokens)}") from None
+        raise ValueError(
+            f"{path}:{lineno}: '{what}' has a value that is not a number: {' '.join(tokens)}"
+        ) from None
 
 
 def _index(token: str, count: int, path: Path, lineno: int, kind: str) -> int:
@@ -109,8 +111,14 @@ def load_obj(path: str | os.PathLike) -> ObjMesh:
                 if len(parts) > 3 or parts[0] == "":
                     raise ValueError(f"{path}:{lineno}: malformed face corner {tok!r}")
                 vi = _index(parts[0], len(verts), path, lineno, "vertex")
-                ti = _index(parts[1], len(uvs), path, lineno, "texture") if len(parts) > 1 and parts[1] else -1
-                ni = _index(parts[2], len(normals), path, lineno, "normal") if len(parts) > 2 and parts[2] else -1
+                ti = (
+                    _index(parts[1], len(uvs), path, lineno, "texture") if len(parts) > 1 and parts[1] else -1
+                )
+                ni = (
+                    _index(parts[2], len(normals), path, lineno, "normal")
+                    if len(parts) > 2 and parts[2]
+                    else -1
+                )
                 corners.append((vi, ti, ni))
             for k in range(1, len(corners) - 1):  # triangle fan
                 tri = (corners[0], corners[k], corners[k + 1])
@@ -152,7 +160,9 @@ def save_obj(
     if verts_uvs is not None and (verts_uvs.dim() != 2 or verts_uvs.shape[1] != 2):
         raise ValueError(f"verts_uvs must have shape (T, 2), got {tuple(verts_uvs.shape)}")
     if faces_uvs is not None and faces_uvs.shape != faces.shape:
-        raise ValueError(f"faces_uvs must have shape {tuple(faces.shape)} like faces, got {tuple(faces_uvs.shape)}")
+        raise ValueError(
+            f"faces_uvs must have shape {tuple(faces.shape)} like faces, got {tuple(faces_uvs.shape)}"
+        )
     if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts.shape[0]):
         raise ValueError(f"faces index out of range for {verts.shape[0]} verts")
     if path.exists() and not overwrite:
@@ -163,7 +173,9 @@ def save_obj(
     lines = [f"v {fmt(float(a))} {fmt(float(b))} {fmt(float(c))}" for a, b, c in v.tolist()]
     f1 = (faces.detach().cpu().long() + 1).tolist()
     if verts_uvs is not None:
-        lines += [f"vt {fmt(float(a))} {fmt(float(b))}" for a, b in verts_uvs.detach().cpu().double().tolist()]
+        lines += [
+            f"vt {fmt(float(a))} {fmt(float(b))}" for a, b in verts_uvs.detach().cpu().double().tolist()
+        ]
         t1 = (faces_uvs.detach().cpu().long() + 1).tolist()
         lines += [f"f {a}/{ta} {b}/{tb} {c}/{tc}" for (a, b, c), (ta, tb, tc) in zip(f1, t1)]
     else:

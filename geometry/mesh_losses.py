@@ -29,7 +29,7 @@ LAPLACIAN_METHODS = ("uniform", "cot", "cotcurv")
 
 
 class ArapResult(NamedTuple):
-    """energy (B,); rotations (B, V, 3, 3) with deformed edge ~= rotations[b, i] @ rest edge (column vectors)."""
+    """energy (B,); rotations (B, V, 3, 3): deformed edge ~= rotations[b, i] @ rest edge (column vectors)."""
 
     energy: Tensor
     rotations: Tensor
@@ -90,7 +90,8 @@ def mesh_edge_loss(
     verts: Tensor, faces: Tensor, target_length: float = 0.0, verts_lengths: Tensor | None = None
 ) -> Tensor:
     """Edge length loss, as PyTorch3D `mesh_edge_loss` (a scalar): mean over each mesh's unique edges of
-    (|v_a - v_b| - target_length)^2, then mean over meshes. verts (B, V, 3) or (V, 3); faces (F, 3) or (B, F, 3).
+    (|v_a - v_b| - target_length)^2, then mean over meshes.
+    verts (B, V, 3) or (V, 3); faces (F, 3) or (B, F, 3); verts_lengths (B,) or None.
     """
     p = pack_meshes(verts, faces, verts_lengths)
     edges = edge_topology(p.faces, p.verts.shape[0]).edges  # (E, 2) packed
@@ -107,7 +108,8 @@ def mesh_normal_consistency(verts: Tensor, faces: Tensor, verts_lengths: Tensor 
 
     For every pair of faces sharing an edge (all pairs when more than two faces share it): 1 - cos(n0, n1)
     with n0, n1 the normals of the two faces oriented from the shared edge (so the face winding does not
-    matter). Mean over each mesh's pairs, then over meshes. verts (B, V, 3) or (V, 3); faces (F, 3) or (B, F, 3).
+    matter). Mean over each mesh's pairs, then over meshes.
+    verts (B, V, 3) or (V, 3); faces (F, 3) or (B, F, 3); verts_lengths (B,) or None.
     """
     p = pack_meshes(verts, faces, verts_lengths)
     x = p.verts
@@ -189,7 +191,9 @@ def arap_energy(
     ed = y[i] - y[j]  # (H, 3) deformed edges
     N = x.shape[0]
     with torch.no_grad():
-        cov = x.new_zeros(N, 3, 3).index_add_(0, i, (w[:, None, None] * e[:, :, None] * ed[:, None, :]).detach())
+        cov = x.new_zeros(N, 3, 3).index_add_(
+            0, i, (w[:, None, None] * e[:, :, None] * ed[:, None, :]).detach()
+        )
         U, _, Vh = torch.linalg.svd(cov)
         Vm = Vh.transpose(-1, -2)
         det = torch.linalg.det(Vm @ U.transpose(-1, -2))

@@ -18,8 +18,8 @@ and `csrc/utils/geometry_utils.h`, see also ../shared/reference/pytorch3d/README
 * the `faces_per_pixel` candidates with smallest z are kept, ascending (ties: smaller face index first).
 
 Memory-bounded strategy (no dense (N, H*W, F) tensor is ever built):
-1. per face: its NDC bounding box grown by sqrt(blur_radius) is converted to the (conservative, one pixel
-   margin) rectangle of pixel indices it can touch, i.e. every face is binned into exactly the pixels of
+1. per face: its NDC bounding box grown by sqrt(blur_radius) is converted to the (conservative)
+   rectangle of pixel indices it can touch, i.e. every face is binned into exactly the pixels of
    its own screen rectangle (a tile of one pixel granularity: no empty tile-pixels are evaluated);
 2. the (face, pixel) pairs are enumerated face by face in chunks of at most `max_pairs` pairs (each chunk is
    a contiguous range of faces), evaluated with the exact rules above, and only surviving candidates
@@ -220,17 +220,19 @@ def gather_face_verts(verts_ndc: Tensor, faces: Tensor) -> Tensor:
 
 
 def _face_pixel_rects(fv: Tensor, H: int, W: int, sr: float, valid: Tensor) -> tuple[Tensor, ...]:
-    """Per face: first row, first col, rect width, pair count (rect grown by sqrt(blur) + 1 px margin)."""
+    """Per face: first row, first col, rect width, pair count (pixels of the bbox grown by sqrt(blur))."""
     ox, oy = _ndc_half_range(W, H), _ndc_half_range(H, W)
     xmin = fv[:, :, 0].amin(1) - sr
     xmax = fv[:, :, 0].amax(1) + sr
     ymin = fv[:, :, 1].amin(1) - sr
     ymax = fv[:, :, 1].amax(1) + sr
     # inverse of _pix_to_ndc: reversed index = ((x + off) * S - off) / (2 off)
-    cx_lo = torch.ceil(((xmin + ox) * W - ox) / (2 * ox)) - 1
-    cx_hi = torch.floor(((xmax + ox) * W - ox) / (2 * ox)) + 1
-    cy_lo = torch.ceil(((ymin + oy) * H - oy) / (2 * oy)) - 1
-    cy_hi = torch.floor(((ymax + oy) * H - oy) / (2 * oy)) + 1
+    # (a 1e-3 pixel margin absorbs rounding; the exact per-pixel bounding-box test happens in the evaluation)
+    m = 1e-3
+    cx_lo = torch.ceil(((xmin + ox) * W - ox) / (2 * ox) - m)
+    cx_hi = torch.floor(((xmax + ox) * W - ox) / (2 * ox) + m)
+    cy_lo = torch.ceil(((ymin + oy) * H - oy) / (2 * oy) - m)
+    cy_hi = torch.floor(((ymax + oy) * H - oy) / (2 * oy) + m)
     # reversed index -> (row, col); clamp into the image (non-finite verts give empty rects)
     j0 = (W - 1 - cx_hi).clamp(0, W).nan_to_num(W).long()
     j1 = (W - 1 - cx_lo).clamp(-1, W - 1).nan_to_num(-1).long()
@@ -290,13 +292,11 @@ def _select_candidates(
         valid = (area.abs() > _EPS) & (fv[:, :, 2].amin(1) >= _EPS)
         if cull_backfaces:
             valid &= area >= 0
-        sr = math.sqrt(blur_radius)
-        sr_t = torch.tensor(blur_radius, dtype=dtype).sqrt().item()
+        sr = torch.tensor(blur_radius, dtype=dtype).sqrt().item()
         i0, j0, nw, count = _face_pixel_rects(fv, H, W, sr, valid)
         nz = torch.nonzero(count).squeeze(1)  # faces touching at least one pixel
         cnt = count[nz]
         cum = torch.cumsum(cnt, 0)
-        ox, oy = _ndc_half_range(W, H), _ndc_half_range(H, W)
         bpix, bface, bz = (torch.zeros(0, dtype=torch.long, device=device),) * 2 + (fv.new_zeros(0),)
         limit = 2 * max_pairs
         start, total = 0, nz.numel()
@@ -317,10 +317,10 @@ def _select_candidates(
             py = _pix_to_ndc(H - 1 - i, H, W, dtype)
             f3 = fv[face]
             in_box = (
-                (px <= f3[:, :, 0].amax(1) + sr_t)
-                & (px >= f3[:, :, 0].amin(1) - sr_t)
-                & (py <= f3[:, :, 1].amax(1) + sr_t)
-                & (py >= f3[:, :, 1].amin(1) - sr_t)
+                (px <= f3[:, :, 0].amax(1) + sr)
+                & (px >= f3[:, :, 0].amin(1) - sr)
+                & (py <= f3[:, :, 1].amax(1) + sr)
+                & (py >= f3[:, :, 1].amin(1) - sr)
             )
             _, z, _, inside, d2 = _pair_eval(f3, px, py, perspective_correct, clip)
             keep = in_box & (z >= 0) & (inside | (d2 < blur_radius))
@@ -330,7 +330,6 @@ def _select_candidates(
             if K is not None and bpix.numel() > limit:
                 bpix, bface, bz, _ = _compact(bpix, bface, bz, K)
                 limit = max(2 * max_pairs, 2 * bpix.numel())
-        del ox, oy
         pix, face, _, rank = _compact(bpix, bface, bz, K)
     return pix, face, rank
 

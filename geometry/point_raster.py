@@ -118,40 +118,41 @@ def _box_pairs(
     u, v: (M,) continuous pixel coords (centre of pixel (i, j) at (j, i)); half: (M,) box half-size in pixels;
     valid: (M,) bool. Yields (pt, i, j), each (T,) long, covering (a superset of) every pixel centre with
     |j - u| < half and |i - v| < half, points in ascending order, T <= max_pairs unless one point is larger.
+    Integer work only (no autograd); no `torch.no_grad()` here: it would stay active across the yields.
     """
-    with torch.no_grad():
-        u, v, half = u.double(), v.double(), half.double()
-        valid = valid & torch.isfinite(u) & torch.isfinite(v) & torch.isfinite(half) & (half > 0)
-        u, v, half = (torch.where(valid, t, torch.zeros_like(t)) for t in (u, v, half))
-        j0 = torch.floor((u - half).clamp(-1, W)).long().clamp(min=0)
-        j1 = torch.ceil((u + half).clamp(-1, W)).long().clamp(max=W - 1)
-        i0 = torch.floor((v - half).clamp(-1, H)).long().clamp(min=0)
-        i1 = torch.ceil((v + half).clamp(-1, H)).long().clamp(max=H - 1)
-        bx = (j1 - j0 + 1).clamp(min=0)
-        by = (i1 - i0 + 1).clamp(min=0)
-        counts = bx * by * valid
-        cum = torch.cumsum(counts, 0)
-        cum_cpu = cum.cpu()
-        total = int(cum_cpu[-1]) if cum_cpu.numel() else 0
-        if total == 0:
-            return
-        if total <= max_pairs:
-            bounds = [0, counts.numel()]
-        else:
-            cuts = torch.searchsorted(cum_cpu, torch.arange(max_pairs, total, max_pairs), right=True)
-            bounds = sorted(set([0, *cuts.tolist(), counts.numel()]))
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            before = int(cum_cpu[a - 1]) if a > 0 else 0
-            T = int(cum_cpu[b - 1]) - before
-            if T == 0:
-                continue
-            c = counts[a:b]
-            local_pt = torch.repeat_interleave(torch.arange(b - a, device=u.device), c, output_size=T)
-            start = (cum[a:b] - c - before)[local_pt]
-            local = torch.arange(T, device=u.device) - start
-            pt = local_pt + a
-            bxp = bx[pt]
-            yield pt, i0[pt] + local // bxp, j0[pt] + local % bxp
+    u, v, half, valid = u.detach(), v.detach(), half.detach(), valid.detach()
+    u, v, half = u.double(), v.double(), half.double()
+    valid = valid & torch.isfinite(u) & torch.isfinite(v) & torch.isfinite(half) & (half > 0)
+    u, v, half = (torch.where(valid, t, torch.zeros_like(t)) for t in (u, v, half))
+    j0 = torch.floor((u - half).clamp(-1, W)).long().clamp(min=0)
+    j1 = torch.ceil((u + half).clamp(-1, W)).long().clamp(max=W - 1)
+    i0 = torch.floor((v - half).clamp(-1, H)).long().clamp(min=0)
+    i1 = torch.ceil((v + half).clamp(-1, H)).long().clamp(max=H - 1)
+    bx = (j1 - j0 + 1).clamp(min=0)
+    by = (i1 - i0 + 1).clamp(min=0)
+    counts = bx * by * valid
+    cum = torch.cumsum(counts, 0)
+    cum_cpu = cum.cpu()
+    total = int(cum_cpu[-1]) if cum_cpu.numel() else 0
+    if total == 0:
+        return
+    if total <= max_pairs:
+        bounds = [0, counts.numel()]
+    else:
+        cuts = torch.searchsorted(cum_cpu, torch.arange(max_pairs, total, max_pairs), right=True)
+        bounds = sorted(set([0, *cuts.tolist(), counts.numel()]))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        before = int(cum_cpu[a - 1]) if a > 0 else 0
+        T = int(cum_cpu[b - 1]) - before
+        if T == 0:
+            continue
+        c = counts[a:b]
+        local_pt = torch.repeat_interleave(torch.arange(b - a, device=u.device), c, output_size=T)
+        start = (cum[a:b] - c - before)[local_pt]
+        local = torch.arange(T, device=u.device) - start
+        pt = local_pt + a
+        bxp = bx[pt]
+        yield pt, i0[pt] + local // bxp, j0[pt] + local % bxp
 
 
 def _select_nearest_k(
@@ -361,11 +362,15 @@ def norm_weighted_composite(
     """Normalized weighted sum (PyTorch3D NormWeightedCompositor with PointsRenderer weights).
 
     `img = sum_k w_k f_k / max(sum_k w_k, 1e-4)`, `w = 1 - dists / r^2`; arguments as `alpha_composite`.
-    Returns (N, C, H, W).
+    Gradients follow PyTorch3D's backward (checked against its outputs): with S = sum_k w_k and
+    D = max(S, 1e-4), d img / d w_k = f_k / D - img / D (the clamp passes the gradient straight through,
+    also where S < 1e-4) and d img / d f_k = w_k / D. Returns (N, C, H, W).
     """
     w, f = _weights_and_features(fragments, features, radius)
-    image = torch.einsum("nhwk,nhwkc->nchw", w, f)
-    image = image / w.sum(-1).clamp(min=1e-4).unsqueeze(1)  # 1e-4: PyTorch3D's kEpsilon
+    s = w.sum(-1).unsqueeze(1)  # (N, 1, H, W)
+    # max(s, kEps) in value, but d den / d s = 1 everywhere: PyTorch3D 0.7.9's backward (kEps = 1e-4)
+    den = s + (s.clamp(min=1e-4) - s).detach()
+    image = torch.einsum("nhwk,nhwkc->nchw", w, f) / den
     return _background(image, fragments.idx, background_color)
 
 

@@ -483,7 +483,7 @@ def emd_approx(
     eps: float = 0.01,
     iters: int = 100,
     eps_start: float = 1.0,
-    grad_iters: int | None = None,
+    detach_plan: bool = False,
 ) -> torch.Tensor:
     """Differentiable approximate EMD (entropic optimal transport, log-domain Sinkhorn), for training.
 
@@ -503,10 +503,11 @@ def emd_approx(
         eps: final entropic regularisation, in distance units.
         iters: Sinkhorn iterations (each one f- and one g-update), including the annealing ones.
         eps_start: first eps of the annealing; set it near the clouds' diameter.
-        grad_iters: iterations recorded by autograd (the last ones). None: all, the exact gradient of the
-            returned value, with autograd memory O(iters * B * P1 * P2). An int bounds that memory to
-            O(grad_iters * B * P1 * P2); the gradient is then that of the plan with the earlier potentials
-            held fixed, accurate once Sinkhorn has converged.
+        detach_plan: run Sinkhorn without autograd and return `sum_ij P_ij C_ij` with P held fixed. The
+            value is the same; the gradient is then `sum_ij P_ij dC_ij`, which is the exact gradient of the
+            regularised cost `<P, C> - eps H(P)` at convergence (envelope theorem) and tends to the
+            gradient of the exact EMD as eps -> 0, with autograd memory O(B * P1 * P2) instead of
+            O(iters * B * P1 * P2). False: exact gradient of the returned value through all iterations.
     Returns:
         (B,) approximate mean matched Euclidean distance.
     """
@@ -520,14 +521,14 @@ def emd_approx(
     log_b = -math.log(P2)
     f = x.new_zeros(B, P1, 1)
     g = x.new_zeros(B, 1, P2)
-    first_grad = 0 if grad_iters is None else max(0, iters - grad_iters)
     e = eps
-    for k in range(iters):
-        e = max(eps, eps_start * 2.0**-k)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and k >= first_grad):
-            f = -e * torch.logsumexp((g - cost) / e + log_b, dim=2, keepdim=True)  # (B, P1, 1)
-            g = -e * torch.logsumexp((f - cost) / e + log_a, dim=1, keepdim=True)  # (B, 1, P2)
-    plan = torch.exp((f + g - cost) / e + log_a + log_b)  # (B, P1, P2)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_plan):
+        c = cost.detach() if detach_plan else cost
+        for k in range(iters):
+            e = max(eps, eps_start * 2.0**-k)
+            f = -e * torch.logsumexp((g - c) / e + log_b, dim=2, keepdim=True)  # (B, P1, 1)
+            g = -e * torch.logsumexp((f - c) / e + log_a, dim=1, keepdim=True)  # (B, 1, P2)
+        plan = torch.exp((f + g - c) / e + log_a + log_b)  # (B, P1, P2)
     return (plan * cost).sum((1, 2))
 
 

@@ -96,7 +96,9 @@ def quaternion_to_matrix(quaternions: torch.Tensor) -> torch.Tensor:
 def _safe_sqrt_positive(x: torch.Tensor) -> torch.Tensor:
     """sqrt(max(x, 0)) whose gradient is 0 (not NaN) where x <= 0."""
     positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+    return torch.where(
+        positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x)
+    )
 
 
 def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
@@ -293,7 +295,8 @@ def so3_rotation_angle(
         cos_angle: return cos(angle) = (trace - 1) / 2 instead of the angle.
         cos_bound: acos is evaluated on [-1 + cos_bound, 1 - cos_bound] and extrapolated linearly outside,
             so the gradient stays finite at angles 0 and pi (PyTorch3D's `acos_linear_extrapolation`).
-            0 uses plain acos.
+            As in PyTorch3D this biases angles within ~sqrt(2 cos_bound) of 0 or pi: with the default 1e-4,
+            identical rotations give 0.0071 rad. 0 uses plain acos (exact, infinite gradient at 0 and pi).
     Returns:
         (N,) angles in radians (or their cosines).
     """
@@ -323,7 +326,9 @@ def so3_relative_angle(
     _check_batch(R1, "R1", (3, 3), "(N, 3, 3)")
     _check_batch(R2, "R2", (3, 3), "(N, 3, 3)")
     if R1.shape[0] != R2.shape[0]:
-        raise ValueError(f"Expected R1 and R2 to have the same N, got {tuple(R1.shape)} and {tuple(R2.shape)}")
+        raise ValueError(
+            f"Expected R1 and R2 to have the same N, got {tuple(R1.shape)} and {tuple(R2.shape)}"
+        )
     R12 = R1 @ R2.transpose(-1, -2)
     return so3_rotation_angle(R12, cos_angle=cos_angle, cos_bound=cos_bound, eps=eps)
 

@@ -104,7 +104,9 @@ def voxel_iou(a: Tensor, b: Tensor) -> Tensor:
     """3D IoU |a and b| / |a or b| of occupancy grids a, b (B, D, H, W) (bool, or float > 0.5 = occupied)
     -> (B,). Two empty grids have IoU 1."""
     if a.shape != b.shape or a.dim() != 4:
-        raise ValueError(f"a and b must both have shape (B, D, H, W), got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"a and b must both have shape (B, D, H, W), got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     a = a if a.dtype == torch.bool else a > 0.5
     b = b if b.dtype == torch.bool else b > 0.5
     inter = (a & b).flatten(1).sum(1)

@@ -53,7 +53,9 @@ def align_prediction(
     log_disp = torch.where(valid, pred_log_disp, torch.zeros_like(pred_log_disp))
     target_disp = torch.where(valid, target_depth, torch.ones_like(target_depth)).reciprocal()
     if alignment == "median_log_disparity":
-        return align_median_log_disparity(log_disp.exp(), target_disp, valid).aligned.reciprocal()
+        # The scale is the same in either domain, but with an even pixel count the lower median of
+        # log(t/p) in depth differs from that in disparity; GP2's eval takes it in log depth.
+        return align_median_log_disparity((-log_disp).exp(), target_depth, valid).aligned
     if alignment == "median_depth":
         return align_median_depth_ratio((-log_disp).exp(), target_depth, valid).aligned
     if alignment == "lstsq_disparity":
@@ -143,6 +145,9 @@ class DepthMetrics(Metric):
     def update(self, pred_log_disp: torch.Tensor, target_depth: torch.Tensor, mask: torch.Tensor) -> None:
         """Accumulate a batch: pred_log_disp, target_depth `(B, 1, H, W)`, mask `(B, 1, H, W)` bool."""
         check_map_and_mask(("pred_log_disp", "target_depth"), (pred_log_disp, target_depth), mask)
+        if pred_log_disp.dtype in (torch.float16, torch.bfloat16):  # metrics in at least float32 under AMP
+            pred_log_disp = pred_log_disp.float()
+        target_depth = target_depth.to(pred_log_disp.dtype)
         valid = mask & torch.isfinite(target_depth) & (target_depth > self.min_depth)
         if self.max_depth is not None:
             valid = valid & (target_depth <= self.max_depth)

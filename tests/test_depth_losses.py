@@ -228,7 +228,9 @@ def test_ordinal_ranking_loss_by_hand():
     )
     got = ordinal_ranking_loss(y, ordinal)
     e1 = math.log1p(math.exp(-1.0))
-    expect = torch.tensor([e1, (math.log1p(math.exp(1.0)) + math.log1p(math.exp(1.0))) / 2], dtype=torch.float64)
+    expect = torch.tensor(
+        [e1, (math.log1p(math.exp(1.0)) + math.log1p(math.exp(1.0))) / 2], dtype=torch.float64
+    )
     # sample 2, pair 2: A=(1,1) z=-1, B=(0,0) z=0: A nearer but rel=+1 -> log(1+exp(1)).
     assert_close(got, expect, "ordinal loss", **TOL[torch.float64])
     empty = ordinal_ranking_loss(y, torch.zeros(2, 3, 5))
@@ -256,9 +258,15 @@ def test_mixture_composes_terms_by_depth_type():
     expect = torch.stack([si[0] + ssi_depth[0], si[1] + ssi_depth[1], ssi_disp[2], ordl[3]])
     assert_close(got, expect, "mixture per sample", **TOL[torch.float64])
     codes = torch.tensor([DEPTH_TYPES.index(t) for t in types])
-    assert_close(gp2_mixture_loss(pred, target, mask, codes, ordinal), got, "codes vs names", **TOL[torch.float64])
-    w = gp2_mixture_loss(pred, target, mask, types, ordinal, si_weight=2.0, ssi_weight=0.0, ordinal_weight=3.0)
-    assert_close(w, torch.stack([2 * si[0], 2 * si[1], 0 * si[2], 3 * ordl[3]]), "weights", **TOL[torch.float64])
+    assert_close(
+        gp2_mixture_loss(pred, target, mask, codes, ordinal), got, "codes vs names", **TOL[torch.float64]
+    )
+    w = gp2_mixture_loss(
+        pred, target, mask, types, ordinal, si_weight=2.0, ssi_weight=0.0, ordinal_weight=3.0
+    )
+    assert_close(
+        w, torch.stack([2 * si[0], 2 * si[1], 0 * si[2], 3 * ordl[3]]), "weights", **TOL[torch.float64]
+    )
 
 
 def test_mixture_gradients_finite_with_garbage_targets():
@@ -298,3 +306,15 @@ def test_kinds_differ_and_errors():
         pairwise_l1_loss(pred, target, mask.float())
     with pytest.raises(ValueError, match="ordinal"):
         ordinal_ranking_loss(pred, ordinal[..., :4])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    pred, target, mask, types, ordinal = mixture_batch()
+    cpu = gp2_mixture_loss(pred, target, mask, types, ordinal)
+    gpu = gp2_mixture_loss(pred.cuda(), target.cuda(), mask.cuda(), types, ordinal.cuda())
+    assert_close(gpu.cpu(), cpu, "CUDA vs CPU mixture loss", rtol=1e-9, atol=1e-10)
+    p, t, m = random_batch(B=2, H=64, W=64, dtype=torch.float32)
+    assert_close(
+        pairwise_l1_loss(p.cuda(), t.cuda(), m.cuda()).cpu(), pairwise_l1_loss(p, t, m), "pairwise", rtol=1e-4
+    )

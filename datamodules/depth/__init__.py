@@ -1,0 +1,11 @@
+"""Depth family data: real-dataset readers, the synthetic scene generator, the mixed datamodule.
+
+Importing this package registers the readers in `datamodules.READERS` and the datamodule as
+`datamodules.DATAMODULES["depth"]`.
+"""
+
+from datamodules.depth import readers, synthetic  # noqa: F401  (registration)
+from datamodules.depth.datamodule import DepthDataModule, MixedBatchSampler, collate_depth
+from datamodules.depth.synthetic import SyntheticDepth, render_scene
+
+__all__ = ["DepthDataModule", "MixedBatchSampler", "collate_depth", "SyntheticDepth", "render_scene"]

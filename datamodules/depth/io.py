@@ -41,7 +41,9 @@ def require_file(path: str | Path, layout: str | None = None) -> Path:
 def check_split(split: str, allowed: Sequence[str], reader: str) -> str:
     """Raise ValueError naming the allowed values when `split` is not one of them."""
     if split not in allowed:
-        raise ValueError(f"{reader}: unknown split {split!r}; allowed values: {', '.join(map(repr, allowed))}")
+        raise ValueError(
+            f"{reader}: unknown split {split!r}; allowed values: {', '.join(map(repr, allowed))}"
+        )
     return split
 
 
@@ -146,8 +148,10 @@ def make_sample(
         raise ValueError(f"depth_type must be one of {DEPTH_TYPES}, got {depth_type!r}")
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image: expected shape (3, H, W), got {tuple(image.shape)}")
-    depth_t = torch.as_tensor(np.asarray(depth) if isinstance(depth, np.ndarray) else depth)
-    depth_t = depth_t.to(torch.float32)
+    if isinstance(depth, np.ndarray):
+        depth_t = torch.from_numpy(np.array(depth, dtype=np.float32))  # a writable copy
+    else:
+        depth_t = depth.to(torch.float32)
     if depth_t.ndim == 2:
         depth_t = depth_t[None]
     if depth_t.ndim != 3 or depth_t.shape[0] != 1:
@@ -156,7 +160,9 @@ def make_sample(
     valid = torch.isfinite(depth_t) & (depth_t > 0)
     if extra_valid is not None:
         if extra_valid.shape != valid.shape:
-            raise ValueError(f"extra_valid: expected shape {tuple(valid.shape)}, got {tuple(extra_valid.shape)}")
+            raise ValueError(
+                f"extra_valid: expected shape {tuple(valid.shape)}, got {tuple(extra_valid.shape)}"
+            )
         valid &= extra_valid.to(torch.bool)
     depth_t = torch.where(torch.isfinite(depth_t), depth_t, torch.zeros_like(depth_t))
     sample: dict[str, Any] = {

@@ -38,27 +38,36 @@ from datamodules.registry import READERS
 # RGB intrinsics of the NYU Depth v2 Kinect, from the NYU toolbox `camera_params.m` (Silberman et al. 2012;
 # "Calibrated using the RGBDemo Calibration tool", i.e. OpenCV's 0-based pixel convention). The toolbox's own
 # `rgb_plane2rgb_world.m` unprojects on a 1-based `meshgrid(1:640, 1:480)` with these same values.
-NYU_FX, NYU_FY, NYU_CX, NYU_CY = 5.1885790117450188e02, 5.1946961112127485e02, 3.2558244941119034e02, 2.5373616633400465e02
+NYU_FX, NYU_FY, NYU_CX, NYU_CY = (
+    5.1885790117450188e02,
+    5.1946961112127485e02,
+    3.2558244941119034e02,
+    2.5373616633400465e02,
+)
 
 
 @READERS.register("nyu")
 class NYUv2Reader(DepthReader):
     """NYU Depth v2, labeled subset (1449 images; official split 795 train / 654 test).
 
-    `nyu_depth_v2_labeled.mat` is MATLAB v7.3 (HDF5): MATLAB's (H, W, 3, N) `images` is stored transposed as
-    (N, 3, W, H) uint8 and (H, W, N) `depths` / `rawDepths` as (N, W, H) float32 metres. `splits.mat` (MATLAB v5)
-    holds 1-based `trainNdxs` / `testNdxs`.
+    `nyu_depth_v2_labeled.mat` is MATLAB v7.3 (HDF5): MATLAB's (H, W, 3, N) `images` is stored transposed
+    as (N, 3, W, H) uint8 and (H, W, N) `depths` / `rawDepths` as (N, W, H) float32 metres.
+    `splits.mat` (MATLAB v5) holds 1-based `trainNdxs` / `testNdxs`.
 
     Args:
         raw: use `rawDepths` (Kinect measurements with holes, 0 = missing) instead of the in-painted `depths`.
-        border_crop: pixels on each side marked invalid (the image keeps its full size); default 8 for the test
-            split and 0 for train.
+        border_crop: pixels on each side marked invalid (the image keeps its full size); default 8 for
+            the test split and 0 for train.
     """
 
     NAME = "nyu"
     SPLITS = ("train", "test")
     MAX_DEPTH = 10.0
-    LAYOUT = "<root>/\n  nyu_depth_v2_labeled.mat   (MATLAB v7.3 / HDF5)\n  splits.mat                 (trainNdxs, testNdxs)"
+    LAYOUT = (
+        "<root>/\n"
+        "  nyu_depth_v2_labeled.mat   (MATLAB v7.3 / HDF5)\n"
+        "  splits.mat                 (trainNdxs, testNdxs)"
+    )
     _SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
 
     def __init__(
@@ -111,7 +120,9 @@ class NYUv2Reader(DepthReader):
 
     def _load(self, idx: int) -> dict[str, Any]:
         f = self._file()
-        image = rgb_from_array(np.asarray(f["images"][idx]).transpose(2, 1, 0), f"{self.mat_path}:images[{idx}]")
+        image = rgb_from_array(
+            np.asarray(f["images"][idx]).transpose(2, 1, 0), f"{self.mat_path}:images[{idx}]"
+        )
         key = "rawDepths" if self.raw else "depths"
         depth = np.asarray(f[key][idx], dtype=np.float32).T  # (W, H) -> (H, W)
         h, w = depth.shape
@@ -257,7 +268,12 @@ def read_tum_list(path: Path) -> list[tuple[float, str]]:
 def associate_timestamps(a: np.ndarray, b: np.ndarray, max_difference: float) -> list[tuple[int, int]]:
     """Greedy one-to-one matching of two timestamp lists by increasing |a - b| <= max_difference
     (the rule of TUM's associate.py). Returns (index in a, index in b) pairs sorted by index in a."""
-    pairs = [(abs(ta - tb), i, j) for i, ta in enumerate(a) for j, tb in enumerate(b) if abs(ta - tb) <= max_difference]
+    pairs = [
+        (abs(ta - tb), i, j)
+        for i, ta in enumerate(a)
+        for j, tb in enumerate(b)
+        if abs(ta - tb) <= max_difference
+    ]
     pairs.sort()
     used_a, used_b, out = set(), set(), []
     for _, i, j in pairs:
@@ -284,7 +300,8 @@ class TUMReader(DepthReader):
     SPLITS = ("test",)
     LAYOUT = (
         "<root>/  (one sequence, or a folder of sequences)\n"
-        "  rgbd_dataset_freiburg1_desk/\n    rgb.txt   depth.txt   rgb/<timestamp>.png   depth/<timestamp>.png"
+        "  rgbd_dataset_freiburg1_desk/\n"
+        "    rgb.txt   depth.txt   rgb/<timestamp>.png   depth/<timestamp>.png"
     )
 
     def __init__(
@@ -331,7 +348,9 @@ class TUMReader(DepthReader):
 
 # ----------------------------------------------------------------------------------------------- MPI Sintel
 
-SINTEL_TAG = 202021.25  # sanity-check float at the start of .dpt / .cam files (Sintel depth SDK, sintel_io.py)
+SINTEL_TAG = (
+    202021.25  # sanity-check float at the start of .dpt / .cam files (Sintel depth SDK, sintel_io.py)
+)
 
 
 class SintelCamera(NamedTuple):
@@ -403,7 +422,9 @@ class SintelReader(DepthReader):
         items = []
         for img in sorted(image_root.glob("*/frame_*.png")):
             scene, stem = img.parent.name, img.stem
-            items.append((img, train / "depth" / scene / f"{stem}.dpt", train / "camdata_left" / scene / f"{stem}.cam"))
+            items.append(
+                (img, train / "depth" / scene / f"{stem}.dpt", train / "camdata_left" / scene / f"{stem}.cam")
+            )
         return items
 
     def _load(self, item: tuple[Path, Path, Path]) -> dict[str, Any]:
@@ -427,7 +448,7 @@ class SintelReader(DepthReader):
 
 
 def read_colmap_cameras(path: Path) -> dict[int, tuple[str, int, int, list[float]]]:
-    """COLMAP cameras.txt: `CAMERA_ID MODEL WIDTH HEIGHT PARAMS...` -> {id: (model, width, height, params)}."""
+    """COLMAP cameras.txt (`CAMERA_ID MODEL WIDTH HEIGHT PARAMS...`) -> {id: (model, W, H, params)}."""
     cams = {}
     for line in read_split_list(path):
         parts = line.split()
@@ -480,7 +501,8 @@ class ETH3DReader(DepthReader):
     LAYOUT = (
         "<root>/<scene>/\n"
         "  images/dslr_images/DSC_0286.JPG                 (or images/dslr_images_undistorted/)\n"
-        "  ground_truth_depth/dslr_images/DSC_0286.JPG     (raw float32, no header; or ground_truth_masked_depth/)\n"
+        "  ground_truth_depth/dslr_images/DSC_0286.JPG     (raw float32, no header)\n"
+        "      (or ground_truth_masked_depth/dslr_images/)\n"
         "  dslr_calibration_jpg/{cameras,images}.txt       (or dslr_calibration_undistorted/)"
     )
 
@@ -500,7 +522,9 @@ class ETH3DReader(DepthReader):
         calib_sub = "dslr_calibration_undistorted" if self.undistorted else "dslr_calibration_jpg"
         items = []
         for scene in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            depth_dir = next((scene / d / "dslr_images" for d in self.DEPTH_DIRS if (scene / d).is_dir()), None)
+            depth_dir = next(
+                (scene / d / "dslr_images" for d in self.DEPTH_DIRS if (scene / d).is_dir()), None
+            )
             if depth_dir is None:
                 continue
             for dpath in sorted(depth_dir.iterdir()):
@@ -528,8 +552,8 @@ class ETH3DReader(DepthReader):
         raw = require_file(depth_path).read_bytes()
         if len(raw) != 4 * h * w:
             raise ValueError(
-                f"image/depth size mismatch: image {img_path} is {(h, w)} (H, W), which needs {4 * h * w} bytes "
-                f"of float32 depth, but depth {depth_path} has {len(raw)} bytes"
+                f"image/depth size mismatch: image {img_path} is {(h, w)} (H, W), which needs "
+                f"{4 * h * w} bytes of float32 depth, but depth {depth_path} has {len(raw)} bytes"
             )
         depth = np.frombuffer(raw, "<f4").reshape(h, w)
         return make_sample(

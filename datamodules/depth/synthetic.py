@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.registry import READERS
+from geometry.cameras import intrinsics_from_fov
 
 TEXTURES = ("plain", "checker", "stripes", "gradient", "noise")
 # Pattern period in metres per texture kind (plain has none).
@@ -108,15 +109,6 @@ class DepthVariant(NamedTuple):
     shift: float  # b (utss_disparity); 0 otherwise
 
 
-def intrinsics_from_fov(fov_deg: float, height: int, width: int) -> Tensor:
-    """(3, 3) float32 pinhole intrinsics with horizontal field of view `fov_deg`, square pixels, principal point
-    at the image centre, 0-based pixel centres (the image spans u in [-0.5, W - 0.5])."""
-    fx = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
-    return torch.tensor(
-        [[fx, 0.0, (width - 1) / 2.0], [0.0, fx, (height - 1) / 2.0], [0.0, 0.0, 1.0]], dtype=torch.float32
-    )
-
-
 def look_rotation(yaw: float, pitch: float, roll: float) -> Tensor:
     """(3, 3) camera-to-world rotation (columns: camera right, down, forward in world, +Y up).
 
@@ -177,7 +169,9 @@ def _intersect_spheres(spheres: Tensor, o: Tensor, d: Tensor) -> tuple[Tensor, T
     return t, normals
 
 
-def _intersect_boxes(centres: Tensor, half: Tensor, rot: Tensor, o: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+def _intersect_boxes(
+    centres: Tensor, half: Tensor, rot: Tensor, o: Tensor, d: Tensor
+) -> tuple[Tensor, Tensor]:
     ol = torch.einsum("xi,xij->xj", o - centres, rot)[:, None, :]  # (X, 1, 3) origin in box frame
     dl = torch.einsum("ni,xij->xnj", d, rot)  # (X, N, 3)
     dl = torch.where(dl.abs() < 1e-12, torch.full_like(dl, 1e-12), dl)
@@ -224,8 +218,8 @@ def _intersect_cylinders(cyl: Tensor, o: Tensor, d: Tensor) -> tuple[Tensor, Ten
 
 
 def _hash3(cells: Tensor) -> Tensor:
-    """Pseudo-random value in [0, 1) per integer lattice point (..., 3): the common fract(sin(dot) * 43758.5453)
-    shader hash (e.g. "The Book of Shaders", ch. 10)."""
+    """Pseudo-random value in [0, 1) per integer lattice point (..., 3): the common
+    fract(sin(dot) * 43758.5453) shader hash (e.g. "The Book of Shaders", ch. 10)."""
     dot = cells @ cells.new_tensor([12.9898, 78.233, 37.719])
     return torch.frac(torch.sin(dot).abs() * 43758.5453)
 
@@ -331,14 +325,18 @@ def _random_materials(g: torch.Generator, n: int) -> Materials:
 def random_scene(
     generator: torch.Generator, hfov_deg: float = 60.0, num_objects: tuple[int, int] = (2, 6)
 ) -> Scene:
-    """A random room (3-8 m wide and deep, 2.5-3.5 m high) with the camera inside at 1-2 m height (yaw any,
-    pitch -30..10 deg, roll -10..10 deg) and `num_objects` (inclusive range) objects standing on the floor
+    """A random room (3-9 m wide and deep, 2.5-3.5 m high) with the camera inside at 1-2 m height (yaw any,
+    heading towards the farthest corner +- 35 deg, pitch -30..10 deg,
+    roll -10..10 deg) and `num_objects` (inclusive range) objects standing on the floor
     (spheres may float) in front of the camera, each at least 0.4 m (horizontally) from it."""
     g = generator
-    wx, wz, h = _uniform(g, 3.0, 8.0, 2).tolist() + _uniform(g, 2.5, 3.5, 1).tolist()
+    wx, wz, h = _uniform(g, 3.0, 9.0, 2).tolist() + _uniform(g, 2.5, 3.5, 1).tolist()
     cx, cz = (_uniform(g, -0.5, 0.5, 2) * (torch.tensor([wx, wz]) - 1.0)).tolist()
     cy = _uniform(g, 1.0, min(2.0, h - 0.3), 1).item()
-    yaw, pitch, roll = (_uniform(g, -1, 1, 3) * torch.tensor([math.pi, 1.0, 1.0])).tolist()
+    # Look across the room: heading towards the farthest corner +- 35 deg.
+    corner_x, corner_z = math.copysign(wx / 2, -cx), math.copysign(wz / 2, -cz)
+    yaw, pitch, roll = _uniform(g, -1, 1, 3).tolist()
+    yaw = math.atan2(corner_x - cx, corner_z - cz) + math.radians(35 * yaw)
     pitch, roll = math.radians(-10 + 20 * pitch), math.radians(10 * roll)  # pitch in [-30, 10] deg
     rot = look_rotation(yaw, pitch, roll)
     planes = torch.tensor(
@@ -405,7 +403,7 @@ def random_scene(
 # Dataset
 
 
-def _seed_of(*parts: int) -> int:
+def stable_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (numpy SeedSequence hashing), stable across runs."""
     return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
@@ -455,7 +453,9 @@ class SyntheticDepth(Dataset):
         if not 0 < fov_range[0] <= fov_range[1] < 180:
             raise ValueError(f"fov_range must satisfy 0 < lo <= hi < 180 degrees, got {fov_range}")
         if not 0 <= num_objects[0] <= num_objects[1]:
-            raise ValueError(f"num_objects must be an inclusive range (lo, hi) with 0 <= lo <= hi, got {num_objects}")
+            raise ValueError(
+                f"num_objects must be an inclusive range (lo, hi) with 0 <= lo <= hi, got {num_objects}"
+            )
         self.split, self.num_samples, self.seed = split, int(num_samples), int(seed)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.fov_range = (float(fov_range[0]), float(fov_range[1]))
@@ -465,7 +465,7 @@ class SyntheticDepth(Dataset):
         self._split_id = zlib.crc32(split.encode())
         # Deterministic type assignment: a seeded permutation puts round(f * n) indices in each variant.
         n_uts, n_utss = round(uts_fraction * num_samples), round(utss_fraction * num_samples)
-        g = torch.Generator().manual_seed(_seed_of(self.seed, self._split_id, 2**31))
+        g = torch.Generator().manual_seed(stable_seed(self.seed, self._split_id, 2**31))
         perm = torch.randperm(num_samples, generator=g)
         self._type_of = torch.zeros(num_samples, dtype=torch.uint8)  # 0 absolute, 1 uts, 2 utss
         self._type_of[perm[:n_uts]] = 1
@@ -480,7 +480,7 @@ class SyntheticDepth(Dataset):
         return index % self.num_samples
 
     def _generator(self, index: int, stream: int) -> torch.Generator:
-        return torch.Generator().manual_seed(_seed_of(self.seed, self._split_id, index, stream))
+        return torch.Generator().manual_seed(stable_seed(self.seed, self._split_id, index, stream))
 
     def variant(self, index: int) -> DepthVariant:
         """The depth type of sample `index` and its scale / shift relative to the metric z-depth."""
@@ -501,7 +501,7 @@ class SyntheticDepth(Dataset):
         index = self._check_index(index)
         g = self._generator(index, 0)
         fov = _uniform(g, *self.fov_range, 1).item()
-        intrinsics = intrinsics_from_fov(fov, *self.image_size)
+        intrinsics = intrinsics_from_fov(fov, *self.image_size)[0].to(torch.float32)
         return random_scene(g, hfov_deg=fov, num_objects=self.num_objects), intrinsics
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -513,7 +513,9 @@ class SyntheticDepth(Dataset):
         if var.depth_type == "uts":
             depth = depth * var.scale
         elif var.depth_type == "utss_disparity":
-            depth = torch.where(out.valid, var.scale / depth.clamp(min=1e-6) + var.shift, torch.zeros_like(depth))
+            depth = torch.where(
+                out.valid, var.scale / depth.clamp(min=1e-6) + var.shift, torch.zeros_like(depth)
+            )
         return {
             "image": out.image,
             "depth": depth,

@@ -42,6 +42,7 @@ class DepthVisualizer(pl.Callback):
             "valid": batch["valid"][:n].cpu(),
             "depth_type": list(batch["depth_type"][:n]),
             "intrinsics": batch["intrinsics"][:n].float().cpu() if "intrinsics" in batch else None,
+            "has_intrinsics": batch.get("has_intrinsics", torch.ones(len(batch["image"]), dtype=torch.bool))[:n],
         }
 
     @rank_zero_only
@@ -88,9 +89,10 @@ class DepthVisualizer(pl.Callback):
                 dim=2,
             )
             panels.append((f"{i}: input | predicted depth | target ({b['depth_type'][i]}) | abs rel error 0-0.5", to_uint8_hwc(strip)))
-            if b["intrinsics"] is not None:
-                pts = unproject_depth(pred_depth, b["intrinsics"][i : i + 1])[0]  # (H*W, 3)
-                rgb = b["image"][i].reshape(3, -1).T * 255.0
+            if b["intrinsics"] is not None and bool(b["has_intrinsics"][i]):
+                pts, ok = unproject_depth(pred_depth, b["intrinsics"][i : i + 1])  # (1, H*W, 3), (1, H*W)
+                rgb = b["image"][i].reshape(3, -1).T * 255.0  # (H*W, 3)
+                pts, rgb = pts[0][ok[0]], rgb[ok[0]]
                 keep = torch.randperm(pts.shape[0], generator=torch.Generator().manual_seed(i))[: self.num_points]
                 clouds.append(torch.cat([pts[keep], rgb[keep]], dim=1).numpy())
         return panels, clouds

@@ -15,6 +15,8 @@ alignment, so they synchronize across DDP ranks. Logged keys:
 
 from __future__ import annotations
 
+import warnings
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -93,8 +95,9 @@ class GP2Module(pl.LightningModule):
     def _metric_set(self, split: str, idx: int, batch: dict) -> nn.ModuleDict:
         key = f"{split}_{idx}"
         if key not in self.metrics:
-            caps = batch.get("max_depth")
-            cap = float(caps[0]) if caps is not None and len(caps) else self.hparams.max_depth
+            caps = batch.get("max_depth")  # per-dataset depth cap from the reader (tensor, or list with None)
+            cap = caps[0] if caps is not None and len(caps) else None
+            cap = float(cap) if cap is not None else self.hparams.max_depth
             sets = {a: DepthMetrics(alignment=a, max_depth=cap) for a in self.hparams.alignments}
             self.metrics[key] = nn.ModuleDict({**sets, "whdr": WHDR()}).to(self.device)
         return self.metrics[key]
@@ -118,8 +121,12 @@ class GP2Module(pl.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def _names(self, split: str) -> list[str] | None:
+        """Names of the split's dataloaders (reader names, made unique), if the datamodule tells them."""
         dm = getattr(self.trainer, "datamodule", None)
-        return getattr(dm, f"{split}_names", None)
+        if dm is None or not hasattr(dm, "dataset_names"):
+            return None
+        names = list(dm.dataset_names(split))
+        return [n if names.count(n) == 1 else f"{n}{i}" for i, n in enumerate(names)]
 
     def _log_epoch(self, split: str) -> None:
         keys = sorted(k for k in self.metrics if k.startswith(split + "_"))
@@ -142,7 +149,9 @@ class GP2Module(pl.LightningModule):
                     out[k] = vals[name].float()
                     if a == main:
                         main_vals[name] = vals[name].float()
-            whdr = sets["whdr"].compute()
+            with warnings.catch_warnings():  # computed on every rank (compute() syncs), even with no update
+                warnings.filterwarnings("ignore", message=".*compute.*before the ``update``")
+                whdr = sets["whdr"].compute()
             sets["whdr"].reset()
             if torch.isfinite(whdr):
                 out[f"{prefix}/whdr"] = whdr.float()

@@ -1,0 +1,73 @@
+"""Chamfer distance: geometry's chunked knn vs a dense torch.cdist reference (and PyTorch3D when importable).
+
+Forward and forward+backward time and peak memory of the default `chamfer_distance` (squared distances,
+point mean, batch mean), batch 8, 1024 and 4096 points per cloud, on CUDA when available else CPU.
+Run: `python -m experiments.benchmarks.geometry_chamfer` (or through `make bench`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from experiments.benchmarks.common import peak_memory_mb, print_table, time_ms
+from geometry.backend import pytorch3d_available
+from geometry.pointcloud import chamfer_distance
+
+
+def dense_chamfer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Reference: the full (B, P1, P2) squared-distance matrix from torch.cdist, minima both ways."""
+    d = torch.cdist(x, y).square()  # (B, P1, P2)
+    return (d.min(2).values.mean(1) + d.min(1).values.mean(1)).mean()
+
+
+def _impls() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    impls = {
+        "geometry (chunked knn)": lambda x, y: chamfer_distance(x, y)[0],
+        "dense torch.cdist": dense_chamfer,
+    }
+    if pytorch3d_available():
+        from pytorch3d.loss import chamfer_distance as p3d_chamfer
+
+        impls["pytorch3d"] = lambda x, y: p3d_chamfer(x, y)[0]
+    return impls
+
+
+def run(quick: bool = False) -> list[dict]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    repeats, warmup = (1, 1) if quick else (5, 2)
+    rows = []
+    for P in (1024, 4096):
+        g = torch.Generator().manual_seed(0)
+        x0 = torch.randn(8, P, 3, generator=g).to(device)
+        y0 = torch.randn(8, P, 3, generator=g).to(device)
+        for name, fn in _impls().items():
+
+            def fwd(fn=fn):
+                with torch.no_grad():
+                    return fn(x0, y0)
+
+            def fwd_bwd(fn=fn):
+                x = x0.clone().requires_grad_(True)
+                y = y0.clone().requires_grad_(True)
+                fn(x, y).backward()
+
+            rows.append(
+                {
+                    "bench": "chamfer",
+                    "case": f"B=8 P={P} {device}",
+                    "impl": name,
+                    "fwd_ms": time_ms(fwd, repeats, warmup),
+                    "fwd_bwd_ms": time_ms(fwd_bwd, repeats, warmup),
+                    "peak_mb": peak_memory_mb(fwd_bwd, device),
+                    "note": f"loss {float(fwd()):.6f}",
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    print_table(run(quick="--quick" in sys.argv), title="geometry: chamfer_distance")

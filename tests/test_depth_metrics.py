@@ -1,0 +1,293 @@
+"""Tests of geometry/depth_align.py and lightning_modules/depth_metrics.py (GP2 evaluation protocol)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from geometry.depth_align import (
+    align_lstsq_scale_shift,
+    align_median_depth_ratio,
+    align_median_log_disparity,
+    masked_median,
+)
+from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+DTYPES = (torch.float32, torch.float64)
+
+
+def assert_close(a, b, what: str, **tol) -> None:
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    diff = (a - b).abs()
+    assert torch.allclose(a, b, **tol), f"{what}: max |diff| = {diff.max().item():.3e}, got {a}, expected {b}"
+
+
+def depth_batch(B=3, H=6, W=7, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    depth = (torch.randn(B, 1, H, W, generator=g, dtype=dtype) * 0.5).exp() * 3.0
+    mask = torch.rand(B, 1, H, W, generator=g) < 0.75
+    mask[:, :, 0, 0] = True
+    return depth, mask, g
+
+
+# -------------------------------------------------------------------------------------------- alignment
+def test_masked_median_matches_torch_median():
+    x = torch.randn(4, 1, 5, 6, dtype=torch.float64)
+    mask = torch.rand(4, 1, 5, 6) < 0.6
+    mask[2] = False
+    mask[3] = False
+    mask[3, 0, 1, 1] = True
+    got = masked_median(x, mask)
+    expect = torch.stack([x[b][mask[b]].median() if mask[b].any() else x.new_zeros(()) for b in range(4)])
+    assert_close(got, expect, "masked median")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_alignments_recover_known_scale_and_shift(dtype):
+    depth, mask, g = depth_batch(dtype=dtype)
+    disp = 1.0 / depth
+    scales = torch.tensor([0.5, 3.0, 10.0], dtype=dtype)
+    shifts = torch.tensor([0.2, -0.1, 1.0], dtype=dtype)
+    s4 = scales[:, None, None, None]
+    garbage = torch.where(mask, torch.zeros_like(depth), torch.full_like(depth, float("nan")))  # NaN off-mask
+
+    a = align_median_log_disparity(disp / s4 + garbage, disp, mask)
+    assert_close(a.scale, scales, "median log-disparity scale", **TOL[dtype])
+    assert_close(a.aligned[mask], disp[mask], "median log-disparity aligned", **TOL[dtype])
+
+    a = align_median_depth_ratio(depth * s4 + garbage, depth, mask)
+    assert_close(a.scale, 1.0 / scales, "median depth ratio scale", **TOL[dtype])
+    assert_close(a.aligned[mask], depth[mask], "median depth ratio aligned", **TOL[dtype])
+
+    pred = (disp - shifts[:, None, None, None]) / s4  # target = scale * pred + shift
+    a = align_lstsq_scale_shift(pred + garbage, disp, mask)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else TOL[dtype]
+    assert_close(a.scale, scales, "lstsq scale", **tol)
+    assert_close(a.shift, shifts, "lstsq shift", **tol)
+    assert_close(a.aligned[mask], disp[mask], "lstsq aligned", **tol)
+
+
+def test_lstsq_matches_linalg_lstsq_on_noisy_data():
+    depth, mask, g = depth_batch()
+    pred = torch.rand(depth.shape, generator=g, dtype=depth.dtype)
+    a = align_lstsq_scale_shift(pred, depth, mask)
+    for b in range(depth.shape[0]):
+        p, t = pred[b][mask[b]], depth[b][mask[b]]
+        A = torch.stack([p, torch.ones_like(p)], dim=1)
+        sol = torch.linalg.lstsq(A, t[:, None]).solution[:, 0]
+        assert_close(torch.stack([a.scale[b], a.shift[b]]), sol, f"lstsq sample {b}", rtol=1e-9, atol=1e-10)
+
+
+def test_alignments_median_is_of_differences_as_official_eval():
+    # GP2's eval shifts log-disparity by median(log t - log p), not median(log t) - median(log p).
+    p = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0], dtype=torch.float64).view(1, 1, 1, 5)
+    t = torch.tensor([1.0, 1.0, 1.0, 16.0, 16.0], dtype=torch.float64).view(1, 1, 1, 5)
+    mask = torch.ones_like(p, dtype=torch.bool)
+    # log2(t/p) = 0, -1, -2, 1, 0 -> median 0 -> scale 1; medians of log2 t, log2 p are 0, 2 -> 1/4.
+    a = align_median_log_disparity(p, t, mask)
+    assert_close(a.scale, torch.tensor([1.0]), "median of log ratios")
+
+
+def test_alignments_empty_mask_and_constant_prediction():
+    depth, mask, _ = depth_batch()
+    empty = torch.zeros_like(mask)
+    pred = depth.clone().requires_grad_(True)
+    for fn in (align_median_log_disparity, align_median_depth_ratio, align_lstsq_scale_shift):
+        a = fn(pred, depth * 2.0, empty)
+        assert (a.scale == 1).all() and (a.shift == 0).all(), (
+            f"{fn.__name__}: empty mask gives {a.scale}, {a.shift}"
+        )
+        (g,) = torch.autograd.grad(a.aligned.sum(), pred)
+        assert torch.isfinite(a.aligned).all() and torch.isfinite(g).all(), (
+            f"{fn.__name__}: NaN on empty mask"
+        )
+    const = torch.full_like(depth, 2.0)
+    a = align_lstsq_scale_shift(const, depth, mask)
+    mean_t = torch.stack([depth[b][mask[b]].mean() for b in range(depth.shape[0])])
+    assert_close(a.aligned[:, 0, 0, 0], mean_t, "constant prediction -> mean target")
+    with pytest.raises(ValueError, match="pred_disp"):
+        align_lstsq_scale_shift(depth[:, 0], depth, mask)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def metrics_of(alignment, pred_log_disp, depth, mask, **kw):
+    m = DepthMetrics(alignment=alignment, **kw)
+    m.update(pred_log_disp, depth, mask)
+    return {k: v.item() for k, v in m.compute().items()}
+
+
+def test_hand_computed_values_without_alignment():
+    p = torch.tensor([1.0, 1.2, 2.0, 0.5], dtype=torch.float64).view(1, 1, 2, 2)
+    t = torch.ones_like(p)
+    out = metrics_of("none", -p.log(), t, torch.ones_like(p, dtype=torch.bool))
+    # ratios max(p/t, t/p) = 1, 1.2, 2, 2
+    assert_close(out["delta125_bad"], 50.0, "delta125_bad")
+    assert_close(out["delta1"], 0.5, "delta1")
+    assert_close(out["delta2"], 0.5, "delta2")  # 2 > 1.5625
+    assert_close(out["delta3"], 0.5, "delta3")  # 2 > 1.953125
+    assert_close(out["absrel"], (0 + 0.2 + 1.0 + 0.5) / 4, "absrel")
+    assert_close(out["log10"], (math.log10(1.2) + 2 * math.log10(2.0)) / 4, "log10")
+    assert_close(out["rmse"], math.sqrt((0.04 + 1.0 + 0.25) / 4), "rmse")
+    d = [0.0, math.log(1.2), math.log(2.0), -math.log(2.0)]
+    mu = sum(d) / 4
+    assert_close(out["si_log"], math.sqrt(sum(x * x for x in d) / 4 - mu * mu), "si_log")
+    assert out["num_images"] == 1
+
+
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_perfect_prediction(alignment):
+    depth, mask, _ = depth_batch()
+    out = metrics_of(alignment, -depth.log(), depth, mask)
+    for k in ("delta125_bad", "absrel", "log10", "rmse", "si_log"):
+        assert abs(out[k]) < 1e-6, f"{alignment}: {k} = {out[k]} for a perfect prediction"
+    for k in ("delta1", "delta2", "delta3"):
+        assert abs(out[k] - 1.0) < 1e-12, f"{alignment}: {k} = {out[k]}"
+
+
+def test_global_scale_removed_by_scale_alignment_only():
+    depth, mask, _ = depth_batch()
+    pred = -(depth * 3.0).log()  # depth predicted 3x too large
+    for alignment in ("median_log_disparity", "median_depth", "lstsq_disparity"):
+        out = metrics_of(alignment, pred, depth, mask)
+        assert out["delta125_bad"] == 0 and out["absrel"] < 1e-9, f"{alignment}: {out}"
+    out = metrics_of("none", pred, depth, mask)
+    assert out["delta125_bad"] == 100.0 and abs(out["absrel"] - 2.0) < 1e-9, f"none: {out}"
+
+
+def test_disparity_shift_needs_lstsq():
+    depth, mask, _ = depth_batch()
+    pred = (2.0 / depth + 0.3).log()  # disparity up to scale and shift (a utss_disparity prediction)
+    lstsq = metrics_of("lstsq_disparity", pred, depth, mask)
+    med = metrics_of("median_log_disparity", pred, depth, mask)
+    assert lstsq["absrel"] < 1e-9, f"lstsq: {lstsq}"
+    assert med["absrel"] > 1e-2, f"median alignment should not remove a shift: {med}"
+
+
+def test_per_image_average_differs_from_pixel_pooling():
+    t = torch.ones(2, 1, 2, 2, dtype=torch.float64)
+    p = t.clone()
+    p[0, 0, 0, 0] = 2.0  # image 0: its only valid pixel is bad
+    mask = torch.zeros_like(t, dtype=torch.bool)
+    mask[0, 0, 0, 0] = True
+    mask[1, 0, :, :] = True
+    mask[1, 0, 1, 1] = False  # image 1: 3 valid good pixels
+    out = metrics_of("none", -p.log(), t, mask)
+    assert_close(out["delta125_bad"], 50.0, "per-image mean (100 + 0) / 2")  # pooled would be 25
+    assert_close(out["absrel"], 0.5, "per-image absrel (1 + 0) / 2")  # pooled would be 0.25
+
+
+def reference_gp2_uts(pred_log_disp, depth, mask):
+    """GP2 official UTS protocol, one image at a time: shift by median of log differences, bad-pixel %."""
+    bad, rel = [], []
+    for b in range(depth.shape[0]):
+        z_t = depth[b][mask[b]].log()
+        z_p = -pred_log_disp[b][mask[b]]
+        z_p = z_p + (z_t - z_p).median()
+        pd, td = z_p.exp(), z_t.exp()
+        bad.append(100.0 * (torch.maximum(pd / td, td / pd) > 1.25).double().mean())
+        rel.append(((pd - td).abs() / td).mean())
+    return torch.stack(bad).mean(), torch.stack(rel).mean()
+
+
+def reference_gp2_utss(pred_log_disp, depth, mask, cap):
+    """GP2 official UTSS protocol: least squares in disparity, disparity clamped at 1 / cap."""
+    bad, rel = [], []
+    for b in range(depth.shape[0]):
+        td = depth[b][mask[b]]
+        p = pred_log_disp[b][mask[b]].exp()
+        A = torch.stack([p, torch.ones_like(p)], dim=1)
+        s, sh = torch.linalg.lstsq(A, (1.0 / td)[:, None]).solution[:, 0]
+        pd = 1.0 / (s * p + sh).clamp_min(1.0 / cap)
+        bad.append(100.0 * (torch.maximum(pd / td, td / pd) > 1.25).double().mean())
+        rel.append(((pd - td).abs() / td).mean())
+    return torch.stack(bad).mean(), torch.stack(rel).mean()
+
+
+def test_matches_gp2_reference_protocols_on_noisy_predictions():
+    depth, mask, g = depth_batch(B=4, H=8, W=8)
+    pred = -depth.log() + 0.3 * torch.randn(depth.shape, generator=g, dtype=depth.dtype) + 0.8
+    out = metrics_of("median_log_disparity", pred, depth, mask, min_depth=1e-6)
+    bad, rel = reference_gp2_uts(pred, depth, mask)
+    assert_close(out["delta125_bad"], bad, "UTS delta125_bad vs reference", rtol=1e-9)
+    assert_close(out["absrel"], rel, "UTS absrel vs reference", rtol=1e-9)
+    cap = 4.0  # some predictions hit the cap
+    capped_mask = mask & (depth <= cap)
+    out = metrics_of("lstsq_disparity", pred, depth, mask, min_depth=1e-6, max_depth=cap)
+    bad, rel = reference_gp2_utss(pred, depth, capped_mask, cap)
+    assert_close(out["delta125_bad"], bad, "UTSS delta125_bad vs reference", rtol=1e-8)
+    assert_close(out["absrel"], rel, "UTSS absrel vs reference", rtol=1e-8)
+
+
+def test_two_halves_equal_all_and_merge_state():
+    depth, mask, g = depth_batch(B=6)
+    pred = -depth.log() + 0.2 * torch.randn(depth.shape, generator=g, dtype=depth.dtype)
+    whole = DepthMetrics(prefix="val/")
+    whole.update(pred, depth, mask)
+    seq = DepthMetrics(prefix="val/")
+    seq.update(pred[:2], depth[:2], mask[:2])
+    seq.update(pred[2:], depth[2:], mask[2:])
+    other = DepthMetrics(prefix="val/")  # as a second DDP rank would hold
+    first = DepthMetrics(prefix="val/")
+    first.update(pred[:4], depth[:4], mask[:4])
+    other.update(pred[4:], depth[4:], mask[4:])
+    first.merge_state(other)
+    ref = whole.compute()
+    assert set(ref) >= {"val/delta125_bad", "val/delta1", "val/absrel", "val/rmse", "val/num_images"}
+    for name, m in (("sequential", seq), ("merged", first)):
+        got = m.compute()
+        for k in ref:
+            assert_close(got[k], ref[k], f"{name} {k}", rtol=1e-12, atol=1e-12)
+
+
+def test_validity_rules_and_empty():
+    depth, mask, _ = depth_batch(B=2)
+    with warnings.catch_warnings():  # torchmetrics warns about compute() before update()
+        warnings.simplefilter("ignore")
+        assert math.isnan(DepthMetrics().compute()["delta1"]), "no image -> NaN"
+        assert math.isnan(WHDR().compute().item()), "no pair -> NaN"
+    out = metrics_of("none", -depth.log(), depth, torch.zeros_like(mask))
+    assert out["num_images"] == 0 and math.isnan(out["absrel"])
+    # depth <= min_depth and depth > max_depth pixels are ignored: a wrong prediction there changes nothing
+    pred = -depth.log()
+    bad_pred = pred.clone()
+    far = depth > 3.0
+    bad_pred[far] = -5.0
+    a = metrics_of("none", pred, depth, mask, max_depth=3.0)
+    b = metrics_of("none", bad_pred, depth, mask, max_depth=3.0)
+    assert a == b and a["absrel"] < 1e-9, f"{a} vs {b}"
+    few = metrics_of("none", pred, depth, mask, min_valid_pixels=10**6)
+    assert few["num_images"] == 0
+
+
+# ------------------------------------------------------------------------------------------------- WHDR
+def test_whdr_by_hand():
+    # log-disparity y: larger y = nearer. rel = +1 when A is farther.
+    y = torch.tensor([[0.0, 1.0], [2.0, 3.0]]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    ordinal = torch.tensor(
+        [
+            [[0, 0, 1, 1, 1], [1, 1, 0, 0, -1], [0, 1, 1, 0, 0]],  # right, right, padding
+            [[0, 0, 0, 1, -1], [1, 0, 1, 0, 1], [0, 0, 0, 0, 0]],  # wrong, tie counted as wrong, padding
+        ]
+    )
+    w = WHDR()
+    w.update(y[:1], ordinal[:1])
+    assert w.compute().item() == 0.0
+    w.update(y[1:], ordinal[1:])
+    assert_close(w.compute(), 50.0, "WHDR 2 wrong of 4")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    depth, mask, g = depth_batch()
+    pred = -depth.log() + 0.2 * torch.randn(depth.shape, generator=g, dtype=depth.dtype)
+    for alignment in ALIGNMENTS:
+        cpu = metrics_of(alignment, pred, depth, mask)
+        m = DepthMetrics(alignment=alignment).cuda()
+        m.update(pred.cuda(), depth.cuda(), mask.cuda())
+        gpu = {k: v.item() for k, v in m.compute().items()}
+        for k in cpu:
+            assert abs(cpu[k] - gpu[k]) <= 1e-9 * (1 + abs(cpu[k])), f"{alignment} {k}: {cpu[k]} vs {gpu[k]}"

@@ -1,0 +1,347 @@
+"""Tests of geometry.mesh: PyTorch3D reference agreement, analytic cases, naive references."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geometry.mesh import (
+    cot_laplacian,
+    edge_topology,
+    face_areas,
+    face_normals,
+    ico_sphere,
+    mesh_edges,
+    pack_meshes,
+    padded_from_lists,
+    sample_points_from_meshes,
+    subdivide_mesh,
+    uniform_laplacian,
+    vertex_normals,
+)
+
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d"
+if not REF.exists():
+    REF = Path("/work/shared/reference/pytorch3d")
+# Tolerances from the dtype (kornia-style): values relative to their own scale.
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def _ref(name: str = "mesh_utils.npz"):
+    path = REF / name
+    if not path.exists():
+        pytest.skip(f"PyTorch3D reference file {path} not found")
+    return np.load(path)
+
+
+def assert_close(actual, expected, rtol, atol, what=""):
+    expected = torch.as_tensor(expected, dtype=actual.dtype)
+    diff = (actual - expected).abs()
+    bound = atol + rtol * expected.abs()
+    bad = diff > bound
+    if bad.any():
+        where = tuple(int(i) for i in torch.nonzero(bad)[0])
+        worst = tuple(torch.nonzero(diff == diff.max())[0].tolist())
+        raise AssertionError(
+            f"{what}: max |diff| {float(diff.max()):.3e} at {worst}, "
+            f"first failure at {where}, shape {tuple(actual.shape)}"
+        )
+
+
+def _box(lo, hi, dtype=torch.float32):
+    """Axis-aligned box, 8 verts, 12 outward CCW triangles."""
+    lo, hi = torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype)
+    corners = torch.tensor(list(itertools.product([0, 1], repeat=3)), dtype=dtype)  # index = 4x + 2y + z
+    verts = lo + corners * (hi - lo)
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    faces = [[a, b, c] for a, b, c, d in quads] + [[a, c, d] for a, b, c, d in quads]
+    return verts, torch.tensor(faces)
+
+
+def _signed_volume(verts, faces):
+    v0, v1, v2 = verts[faces].unbind(1)
+    return float((v0 * torch.linalg.cross(v1, v2, dim=1)).sum() / 6.0)
+
+
+# -------------------------------------------------------------------------------- ico sphere
+
+
+def test_ico_sphere_matches_pytorch3d_level2_and_3():
+    d = _ref()
+    verts, faces = ico_sphere(2)
+    assert torch.equal(faces, torch.from_numpy(d["ico2_faces"])), "ico_sphere(2) faces differ from PyTorch3D"
+    assert_close(verts, d["ico2_verts"], rtol=0, atol=1e-6, what="ico_sphere(2) verts")
+    sil = _ref("mesh_sil_ico2_persp_64.npz")
+    assert_close(verts, sil["verts"], rtol=0, atol=1e-6, what="ico_sphere(2) vs silhouette file verts")
+    _, faces3 = ico_sphere(3)
+    assert torch.equal(faces3, torch.from_numpy(d["def3_faces"])), "ico_sphere(3) faces differ from PyTorch3D"
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 4])
+def test_ico_sphere_topology_and_geometry(level):
+    verts, faces = ico_sphere(level, dtype=torch.float64)
+    V, F, E = verts.shape[0], faces.shape[0], mesh_edges(faces).shape[0]
+    assert (V, F) == (10 * 4**level + 2, 20 * 4**level), f"counts V={V} F={F}"
+    assert V - E + F == 2, f"Euler characteristic {V - E + F} != 2 at level {level}"
+    r = verts.norm(dim=1)
+    tol = 1e-4 if level == 0 else 1e-12  # level 0 keeps PyTorch3D's 4-decimal constants
+    assert (r - 1).abs().max() < tol, f"max |r - 1| = {float((r - 1).abs().max()):.2e}"
+    # closed, outward: every edge in exactly 2 faces, positive volume, normals point away from the centre
+    _, f2e = edge_topology(faces)
+    assert torch.bincount(f2e.reshape(-1)).eq(2).all(), "an edge is not shared by exactly two faces"
+    n = face_normals(verts, faces)
+    assert ((n * verts[faces].mean(1)).sum(1) > 0).all(), "inward-facing face"
+    assert _signed_volume(verts, faces) > 0
+
+
+def test_ico_sphere_area_converges_to_sphere():
+    verts, faces = ico_sphere(4, dtype=torch.float64)
+    area = float(face_areas(verts, faces).sum())
+    assert abs(area - 4 * math.pi) / (4 * math.pi) < 5e-3, f"area {area} vs 4 pi"
+
+
+# -------------------------------------------------------------------------------- edges
+
+
+def test_mesh_edges_matches_pytorch3d():
+    d = _ref()
+    edges = mesh_edges(torch.from_numpy(d["def3_faces"]))
+    ref = torch.from_numpy(d["def3_edges_packed"])
+    assert edges.shape == ref.shape and torch.equal(edges, ref), "edges differ from def3_edges_packed"
+
+
+def test_edge_topology_naive_reference():
+    g = torch.Generator().manual_seed(1)
+    faces = torch.stack([torch.randperm(9, generator=g)[:3] for _ in range(15)])
+    edges, f2e = edge_topology(faces)
+    naive = sorted(
+        {tuple(sorted((int(f[a]), int(f[b])))) for f in faces for a, b in ((0, 1), (1, 2), (2, 0))}
+    )
+    assert edges.tolist() == [list(e) for e in naive]
+    for fi, f in enumerate(faces.tolist()):
+        for k in range(3):  # faces_to_edges[:, k] is the edge opposite corner k
+            a, b = f[(k + 1) % 3], f[(k + 2) % 3]
+            assert edges[f2e[fi, k]].tolist() == sorted([a, b]), f"face {fi} corner {k}"
+
+
+# -------------------------------------------------------------------------------- subdivision
+
+
+def _naive_subdivide(verts, faces):
+    edges = sorted(
+        {tuple(sorted((int(f[a]), int(f[b])))) for f in faces for a, b in ((0, 1), (1, 2), (2, 0))}
+    )
+    index = {e: len(verts) + i for i, e in enumerate(edges)}
+    mids = torch.stack([(verts[a] + verts[b]) / 2 for a, b in edges])
+    m = lambda a, b: index[tuple(sorted((a, b)))]
+    corner, centre = [[], [], []], []
+    for v0, v1, v2 in faces.tolist():
+        e0, e1, e2 = m(v1, v2), m(v2, v0), m(v0, v1)
+        corner[0].append([v0, e2, e1])
+        corner[1].append([v1, e0, e2])
+        corner[2].append([v2, e1, e0])
+        centre.append([e0, e1, e2])
+    return torch.cat([verts, mids]), torch.tensor(corner[0] + corner[1] + corner[2] + centre)
+
+
+def test_subdivide_mesh_naive_reference_and_batch():
+    verts, faces = ico_sphere(1, dtype=torch.float64)
+    verts = verts + 0.1 * torch.randn(verts.shape, dtype=torch.float64)
+    new_v, new_f = subdivide_mesh(verts, faces)
+    ref_v, ref_f = _naive_subdivide(verts, faces)
+    assert torch.equal(new_f, ref_f), "subdivided faces differ from the naive reference"
+    assert_close(new_v, ref_v, **TOL[torch.float64], what="subdivided verts")
+    # the subdivided surface is the same surface: area preserved, orientation preserved
+    assert_close(
+        face_areas(new_v, new_f).sum(), face_areas(verts, faces).sum(), **TOL[torch.float64], what="area"
+    )
+    batch = torch.stack([verts, 2 * verts])
+    bv, bf = subdivide_mesh(batch, faces)
+    assert torch.equal(bf, new_f) and bv.shape == (2, new_v.shape[0], 3)
+    assert_close(bv[1], 2 * new_v, **TOL[torch.float64], what="batched subdivision")
+
+
+# -------------------------------------------------------------------------------- normals, areas
+
+
+def test_face_normals_and_areas_of_a_cube():
+    verts, faces = _box([-1.0, -1.0, -1.0], [1.0, 1.0, 1.0])
+    n = face_normals(verts, faces)
+    centroid_dir = verts[faces].mean(1)
+    expected = torch.zeros_like(n)
+    axis = centroid_dir.abs().argmax(1)
+    expected[torch.arange(12), axis] = centroid_dir[torch.arange(12), axis].sign()
+    assert_close(n, expected, **TOL[torch.float32], what="cube face normals")
+    assert_close(
+        face_areas(verts, faces), torch.full((12,), 2.0), **TOL[torch.float32], what="cube face areas"
+    )
+
+
+def test_face_area_of_unit_triangle_and_batch_padding():
+    verts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    faces = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    a = face_areas(verts, faces)
+    assert_close(a, torch.tensor([0.5, math.sqrt(3) / 2]), **TOL[torch.float32], what="unit triangle areas")
+    assert_close(
+        face_normals(verts, faces)[0], torch.tensor([0.0, 0.0, 1.0]), **TOL[torch.float32], what="normal"
+    )
+    padded = torch.tensor([[[0, 1, 2], [1, 2, 3]], [[0, 1, 2], [-1, -1, -1]]])
+    ab = face_areas(torch.stack([verts, verts]), padded)
+    assert_close(ab, torch.tensor([[0.5, math.sqrt(3) / 2], [0.5, 0.0]]), **TOL[torch.float32], what="padded")
+
+
+def test_vertex_normals_naive_reference_and_symmetry():
+    d = _ref()
+    verts = torch.from_numpy(d["def2_verts"]).double()
+    faces = torch.from_numpy(d["def2_faces"])
+    vn = vertex_normals(verts, faces)
+    ref = torch.zeros_like(verts)
+    for f in faces.tolist():  # area-weighted sum of face normals (|cross| = 2 area)
+        c = torch.linalg.cross(verts[f[1]] - verts[f[0]], verts[f[2]] - verts[f[0]], dim=0)
+        for i in f:
+            ref[i] += c
+    ref = ref / ref.norm(dim=1, keepdim=True)
+    assert_close(vn, ref, **TOL[torch.float64], what="vertex normals vs naive loop")
+    v0, f0 = ico_sphere(0)
+    assert_close(
+        vertex_normals(v0, f0), v0 / v0.norm(dim=1, keepdim=True), rtol=0, atol=1e-4, what="ico0 radial"
+    )
+    vb = vertex_normals(torch.stack([verts, -verts]), faces)
+    assert_close(vb[0], vn, **TOL[torch.float64], what="batched")
+
+
+# -------------------------------------------------------------------------------- sampling
+
+
+def _two_triangles():
+    """Triangle A in z=0 with area 1, triangle B in z=1 with area 3 (disjoint)."""
+    verts = torch.tensor(
+        [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [3.0, 0.0, 1.0], [0.0, 2.0, 1.0]]
+    )
+    return verts, torch.tensor([[0, 1, 2], [3, 4, 5]])
+
+
+def test_sample_points_lie_on_faces_and_are_area_proportional():
+    verts, faces = _two_triangles()
+    n = 20000
+    g = torch.Generator().manual_seed(3)
+    pts, nrm = sample_points_from_meshes(verts, faces, n, return_normals=True, generator=g)
+    assert pts.shape == (1, n, 3) and nrm.shape == (1, n, 3)
+    pts, nrm = pts[0], nrm[0]
+    on_b = pts[:, 2] > 0.5
+    plane_err = torch.minimum(pts[:, 2].abs(), (pts[:, 2] - 1).abs()).max()
+    assert plane_err < 1e-6, f"a point left the planes of the faces by {float(plane_err):.2e}"
+    x, y = pts[:, 0], pts[:, 1]
+    leg_x = torch.where(on_b, 3.0, 2.0)  # right triangles with legs (2, 1) at z=0 and (3, 2) at z=1
+    leg_y = torch.where(on_b, 2.0, 1.0)
+    eps = 1e-6
+    inside = (x >= -eps) & (y >= -eps) & (x / leg_x + y / leg_y <= 1 + eps)
+    assert inside.all(), f"{int((~inside).sum())} points outside their triangle"
+    frac = on_b.double().mean().item()
+    sigma = math.sqrt(0.75 * 0.25 / n)
+    assert abs(frac - 0.75) < 5 * sigma, (
+        f"fraction on the area-3 face {frac:.4f}, expected 0.75 +- {5 * sigma:.4f}"
+    )
+    assert_close(nrm, torch.tensor([0.0, 0.0, 1.0]).expand(n, 3), **TOL[torch.float32], what="sample normals")
+    # uniform within a face: the mean of uniform samples is the centroid
+    cen_b = verts[3:].mean(0)
+    err = (pts[on_b].mean(0) - cen_b).abs().max().item()
+    assert err < 5 * 3 / math.sqrt(12 * on_b.sum().item()), f"mean of samples off the centroid by {err:.4f}"
+
+
+def test_sample_points_seeded_batched_and_differentiable():
+    verts, faces = ico_sphere(1)
+    a = sample_points_from_meshes(verts, faces, 100, generator=torch.Generator().manual_seed(5))
+    b = sample_points_from_meshes(verts, faces, 100, generator=torch.Generator().manual_seed(5))
+    c = sample_points_from_meshes(verts, faces, 100, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c), "seeded generator does not control the samples"
+    # padded batch: mesh 1 has only face 0 -> every sample lies on that face's plane
+    pv = torch.stack([verts, verts]).requires_grad_(True)
+    pf = torch.stack([faces, torch.cat([faces[:1], torch.full_like(faces[1:], -1)])])
+    pts = sample_points_from_meshes(pv, pf, 64, generator=torch.Generator().manual_seed(0))
+    n0 = face_normals(verts, faces[:1])[0]
+    dist = ((pts[1] - verts[faces[0, 0]]) @ n0).abs().max()
+    assert dist < 1e-6, f"sample off the only valid face by {float(dist):.2e}"
+    # barycentric weights sum to one: d(sum of points)/d(verts) sums to the number of samples per axis
+    (g,) = torch.autograd.grad(pts.sum(), pv)
+    assert_close(g.sum((0, 1)), torch.full((3,), 128.0), **TOL[torch.float32], what="gradient mass")
+
+
+# -------------------------------------------------------------------------------- Laplacians
+
+
+def test_cot_laplacian_matches_pytorch3d():
+    d = _ref()
+    for name in ("ico2", "def2"):
+        L, inv_areas = cot_laplacian(
+            torch.from_numpy(d[f"{name}_verts"]), torch.from_numpy(d[f"{name}_faces"])
+        )
+        scale = float(np.abs(d[f"{name}_cot_L_dense"]).max())
+        assert_close(L.to_dense(), d[f"{name}_cot_L_dense"], rtol=1e-5, atol=1e-6 * scale, what=f"{name} L")
+        assert_close(inv_areas, d[f"{name}_cot_inv_areas"], rtol=1e-5, atol=0, what=f"{name} inv_areas")
+
+
+def test_cot_laplacian_naive_angles():
+    verts, faces = ico_sphere(1, dtype=torch.float64)
+    verts = verts * torch.tensor([1.0, 0.7, 1.3], dtype=torch.float64) + 0.05 * torch.randn_like(verts)
+    L, inv_areas = cot_laplacian(verts, faces)
+    V = verts.shape[0]
+    ref = torch.zeros(V, V, dtype=torch.float64)
+    area = torch.zeros(V, dtype=torch.float64)
+    for f in faces.tolist():
+        for k in range(3):
+            o, a, b = f[k], f[(k + 1) % 3], f[(k + 2) % 3]
+            u, w = verts[a] - verts[o], verts[b] - verts[o]
+            ang = torch.acos((u @ w) / (u.norm() * w.norm()))
+            ref[a, b] += 1 / torch.tan(ang)
+            ref[b, a] += 1 / torch.tan(ang)
+        A = 0.5 * torch.linalg.cross(verts[f[1]] - verts[f[0]], verts[f[2]] - verts[f[0]], dim=0).norm()
+        area[f] += A
+    assert_close(L.to_dense(), ref, rtol=1e-9, atol=1e-9, what="cot L vs angles")
+    assert_close(inv_areas[:, 0], 1 / area, rtol=1e-9, atol=0, what="inv_areas")
+
+
+def test_uniform_laplacian_semantics():
+    verts, faces = ico_sphere(1)
+    verts = torch.cat([verts, torch.zeros(1, 3)])  # an isolated vertex: row is just -1 on the diagonal
+    L = uniform_laplacian(verts, faces).to_dense()
+    V = verts.shape[0]
+    A = torch.zeros(V, V)
+    for a, b in mesh_edges(faces).tolist():
+        A[a, b] = A[b, a] = 1
+    deg = A.sum(1, keepdim=True)
+    ref = torch.where(deg > 0, A / deg.clamp(min=1), 0.0) - torch.eye(V)
+    assert_close(L, ref, **TOL[torch.float32], what="uniform Laplacian")
+
+
+# -------------------------------------------------------------------------------- helpers, checks
+
+
+def test_padded_from_lists_and_pack():
+    v1, f1 = ico_sphere(0)
+    v2, f2 = ico_sphere(1)
+    pm = padded_from_lists([v1, v2], [f1, f2])
+    assert pm.verts.shape == (2, 42, 3) and pm.faces.shape == (2, 80, 3)
+    assert pm.verts_lengths.tolist() == [12, 42] and pm.faces_lengths.tolist() == [20, 80]
+    p = pack_meshes(pm.verts, pm.faces, pm.verts_lengths)
+    assert p.faces.shape == (100, 3) and int(p.vert_mask.sum()) == 54
+    assert torch.equal(p.faces[:20], f1) and torch.equal(p.faces[20:], f2 + 42)
+
+
+def test_shape_errors_name_the_argument():
+    v, f = ico_sphere(0)
+    with pytest.raises(ValueError, match="verts"):
+        face_normals(v[:, :2], f)
+    with pytest.raises(ValueError, match="faces"):
+        face_areas(v, f[:, :2])
+    with pytest.raises(ValueError, match="faces"):
+        face_areas(torch.stack([v, v]), torch.stack([f, f, f]))
+    with pytest.raises(ValueError, match="out of range"):
+        pack_meshes(v, f + 12)
+    with pytest.raises(ValueError, match="level"):
+        ico_sphere(-1)

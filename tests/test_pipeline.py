@@ -1,0 +1,147 @@
+"""The real entry point on a shrunken config: train, run directory, resume, eval, sweep, DDP on CPU.
+
+Each run: 32x32 synthetic scenes, a handful of steps, CPU (lightning-hydra-template style pipeline tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import yaml
+
+from experiments.__main__ import main
+from experiments.config import ConfigError, compose
+from experiments.runner import evaluate, train
+from lightning_modules.gp2.module import GP2Module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(run_dir: Path, *extra: str, n_train: int = 16, n_val: int = 8, epochs: int = 1) -> list[str]:
+    entry = "{{reader: synthetic_depth, split: {split}, num_samples: {n}, image_size: [32, 32], seed: 3}}"
+    return [
+        f"run_dir={run_dir}",
+        "data.image_size=[32,32]",
+        "data.batch_size=4",
+        f"data.train=[{entry.format(split='train', n=n_train)}]",
+        f"data.val=[{entry.format(split='val', n=n_val)}]",
+        f"data.test=[{entry.format(split='test', n=n_val)}]",
+        f"trainer.max_epochs={epochs}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "model.log_images=2",
+        "model.log_points=64",
+        *extra,
+    ]
+
+
+def test_train_writes_the_run_directory(tmp_path):
+    run = tmp_path / "run"
+    result = train(compose("gp2_synthetic", tiny(run)))
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    for split in ("val", "test"):
+        for key in ("absrel", "delta125_bad", "rmse", "lstsq_disparity/absrel"):
+            value = metrics[split][f"{split}/{key}"]
+            assert value == value and value >= 0, (split, key, value)
+    assert metrics["global_step"] == 4  # 16 samples / batch 4
+    # W&B offline files and the visualizer's pictures
+    assert list((run / "wandb").glob("offline-run-*")), list(run.iterdir())
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["data"]["batch_size"] == 4 and cfg["experiment"] == "gp2_synthetic"
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="already exists"):
+        train(compose("gp2_synthetic", tiny(run, "logger=csv")))
+    assert [p.name for p in run.iterdir()] == ["precious.txt"]
+    assert (run / "precious.txt").read_text() == "keep me"
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    """Interrupts the run after epoch 0 (its checkpoints written), as a killed job would be."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            trainer.should_stop = True
+
+
+def test_resume_from_last_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    straight = train(compose("gp2_synthetic", tiny(tmp_path / "a", "logger=csv", epochs=2)))
+    with monkeypatch.context() as m:
+        defaults = GP2Module.default_callbacks
+        m.setattr(GP2Module, "default_callbacks", lambda self: [*defaults(self), _StopAfterFirstEpoch()])
+        interrupted = train(compose("gp2_synthetic", tiny(tmp_path / "b", "logger=csv", epochs=2)))
+    assert interrupted["global_step"] == 4
+    resumed = train(compose("gp2_synthetic", tiny(tmp_path / "b", "logger=csv", "ckpt_path=last", epochs=2)))
+    assert resumed["global_step"] == straight["global_step"] == 8
+    for key, value in straight["val"].items():
+        assert resumed["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_eval_reproduces_the_final_validation_metrics(tmp_path):
+    result = train(compose("gp2_synthetic", tiny(tmp_path / "run", "logger=csv")))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ev = evaluate(compose("gp2_synthetic", tiny(tmp_path / "eval", "logger=csv", f"ckpt_path={ckpt}")))
+    for key, value in result["val"].items():
+        assert ev["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_offline_sweep_of_two_runs(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "two.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "method": "grid",
+                "metric": {"name": "val/absrel", "goal": "minimize"},
+                "parameters": {"exp": {"value": "gp2_synthetic"}, "model.lr": {"values": [1e-3, 1e-6]}},
+            }
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    overrides = [o for o in tiny(tmp_path / "unused", "logger=csv") if not o.startswith("run_dir=")]
+    assert main(["sweep", str(sweep), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs sorted by val/absrel" in out
+    (summary,) = (tmp_path / "runs" / "sweeps").glob("two-*/summary.json")
+    rows = json.loads(summary.read_text())
+    assert len(rows) == 2 and {r["model.lr"] for r in rows} == {1e-3, 1e-6}
+    assert rows[0]["val/absrel"] <= rows[1]["val/absrel"]
+    assert all((Path(r["run_dir"]) / "metrics.json").is_file() for r in rows)
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_two_process_ddp_matches_single_process(tmp_path):
+    """2 CPU processes (gloo): training runs, and the synchronized validation metrics of a checkpoint equal
+    the single-process ones on the same data."""
+    ddp = ["trainer.devices=2", "trainer.strategy=ddp"]
+    r = _cli(["train", "gp2_synthetic", *tiny(tmp_path / "ddp_train", "logger=csv", *ddp)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trained = json.loads((tmp_path / "ddp_train" / "metrics.json").read_text())
+    assert trained["global_step"] == 2  # 16 samples, batch 4 per process, 2 processes
+    ckpt = tmp_path / "ddp_train" / "checkpoints" / "last.ckpt"
+    single = evaluate(compose("gp2_synthetic", tiny(tmp_path / "single", "logger=csv", f"ckpt_path={ckpt}")))
+    r = _cli(["eval", "gp2_synthetic", *tiny(tmp_path / "ddp_eval", "logger=csv", f"ckpt_path={ckpt}", *ddp)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    both = json.loads((tmp_path / "ddp_eval" / "metrics.json").read_text())
+    assert set(both["val"]) == set(single["val"])
+    for key, value in single["val"].items():
+        assert both["val"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
