@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             from experiments.bench import main as bench_main
 
             return bench_main(rest)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        # bad input (config, paths, data): one clear line, no traceback; nothing was written or overwritten
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 1
 

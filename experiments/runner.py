@@ -87,14 +87,18 @@ def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
-def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+def build_datamodule(cfg: DictConfig, stage: str | None = None) -> pl.LightningDataModule:
+    """The datamodule, its datasets opened now (`setup(stage)`) so that a missing root or file, or a wrong
+    reader argument, stops the run before anything is written."""
     kwargs = to_container(cfg.data)
     name = kwargs.pop("name")
     kwargs.setdefault("seed", cfg.seed)
     try:
-        return DATAMODULES[name](**kwargs)
+        dm = DATAMODULES[name](**kwargs)
+        dm.setup(stage)
     except TypeError as e:
         raise ConfigError(f"data ({name}): {e}") from e
+    return dm
 
 
 def build_model(cfg: DictConfig) -> pl.LightningModule:
@@ -202,9 +206,9 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
-    run_dir, ckpt = _prepare(cfg, "train")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
+    run_dir, ckpt = _prepare(cfg, "train")
     logger = build_logger(cfg, run_dir)
     if isinstance(logger, WandbLogger) and global_rank() == 0:
         logger.experiment.config.update(to_container(cfg), allow_val_change=True)
@@ -223,7 +227,7 @@ def _train(cfg: DictConfig) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     result = {"run_dir": str(run_dir), "experiment": cfg.experiment}
     result["val"] = _scalars(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
-    if cfg.test_after_fit and getattr(datamodule, "has_test", lambda: True)():
+    if cfg.test_after_fit:
         tested = trainer.test(model, datamodule=datamodule, verbose=False)
         result["test"] = _scalars(tested[0]) if tested else {}
     result["best_checkpoint"] = checkpoint.best_model_path or None
@@ -246,14 +250,14 @@ def _evaluate(cfg: DictConfig) -> dict:
     with open_dict(eval_cfg):
         eval_cfg.run_dir = None if cfg.ckpt_path == "last" else cfg.run_dir
         eval_cfg.ckpt_path = None
-    run_dir, _ = _prepare(eval_cfg, "eval")
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, "validate" if not cfg.test_after_fit else None)
     model = MODELS[cfg.model.name].load_from_checkpoint(str(src), map_location="cpu")
+    run_dir, _ = _prepare(eval_cfg, "eval")
     logger = build_logger(eval_cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, logger, callbacks=[])
     result = {"run_dir": str(run_dir), "experiment": cfg.experiment, "checkpoint": str(src)}
     result["val"] = _scalars(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
-    if getattr(datamodule, "has_test", lambda: True)():
+    if cfg.test_after_fit:
         tested = trainer.test(model, datamodule=datamodule, verbose=False)
         result["test"] = _scalars(tested[0]) if tested else {}
     if trainer.is_global_zero:

@@ -145,3 +145,20 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert set(both["val"]) == set(single["val"])
     for key, value in single["val"].items():
         assert both["val"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_missing_dataset_root_stops_before_anything_is_written(tmp_path, capsys):
+    run = tmp_path / "run"
+    missing = tmp_path / "no_nyu_here"
+    args = tiny(run, "logger=csv", f"data.val=[{{reader: nyu, root: {missing}, split: test}}]")
+    assert main(["train", "gp2_synthetic", *args]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "nyu_depth_v2_labeled.mat" in err, err
+    assert not run.exists()
+
+
+def test_unknown_reader_lists_the_available_ones(tmp_path, capsys):
+    args = tiny(tmp_path / "run", "logger=csv", "data.val=[{reader: nyuv2, split: test}]")
+    assert main(["train", "gp2_synthetic", *args]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset reader 'nyuv2'" in err and "did you mean 'nyu'" in err and "synthetic_depth" in err

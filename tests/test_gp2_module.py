@@ -1,0 +1,98 @@
+"""GP2 network, LightningModule and visualizer: shapes, the paper's decoder changes, errors, pictures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from datamodules.depth.datamodule import collate_depth
+from datamodules.depth.synthetic import SyntheticDepth
+from geometry.depth import unproject_depth
+from lightning_modules.gp2.callbacks import DepthVisualizer
+from lightning_modules.gp2.module import GP2Module
+from lightning_modules.gp2.network import ChainedResidualPooling, LightWeightRefineNet
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv2_100", "efficientnet_lite0"])
+def test_network_predicts_full_resolution_log_disparity(backbone):
+    net = LightWeightRefineNet(backbone).eval()
+    x = torch.rand(2, 3, 48, 80)
+    y = net(x)
+    assert y.shape == (2, 1, 48, 80) and torch.isfinite(y).all()
+    # the fusion adapters keep each level's own channel count (GP2 change 1)
+    for i, a in enumerate(net.adapters):
+        assert (a.in_channels, a.out_channels) == (net.channels[i + 1], net.channels[i])
+
+
+def test_crp_output_is_divided_by_chains_plus_one():
+    crp = ChainedResidualPooling(4, n_chains=3).eval()
+    for m in crp.modules():  # make every conv+BN an identity: each chain then passes the pooled input on
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.dirac_(m.weight)
+    x = torch.zeros(1, 4, 9, 9)
+    x[..., 4, 4] = 1.0  # a single peak: maxpool 5x5 spreads it, the sum counts the chains
+    y = crp(x)
+    # centre: x + 3 pooled copies (all 1) = 4, divided by 3 + 1
+    assert y[0, 0, 4, 4].item() == pytest.approx(1.0, abs=1e-4)  # BN eps: (1 + 1e-5) ** -0.5 per conv
+    # a pixel 2 away gets the peak from every chain but not from x itself: 3 / 4
+    assert y[0, 0, 4, 6].item() == pytest.approx(0.75, abs=1e-4)
+
+
+def test_bad_configuration_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.pretrained_path.*nothing.pth"):
+        LightWeightRefineNet("mobilenetv2_100", pretrained_path=str(tmp_path / "nothing.pth"))
+    with pytest.raises(ValueError, match="model.backbone"):
+        LightWeightRefineNet("no_such_backbone_xyz")
+    with pytest.raises(ValueError, match="model.alignments"):
+        GP2Module(alignments=["median"])
+    with pytest.raises(ValueError, match=r"image: expected shape \(B, 3, H, W\)"):
+        LightWeightRefineNet()(torch.rand(2, 1, 32, 32))
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path):
+    src = LightWeightRefineNet("mobilenetv2_100")
+    path = tmp_path / "mnv2.pth"
+    torch.save(src.encoder.state_dict(), path)
+    net = LightWeightRefineNet("mobilenetv2_100", pretrained_path=str(path))
+    for k, v in src.encoder.state_dict().items():
+        assert torch.equal(net.encoder.state_dict()[k], v), k
+
+
+def test_training_step_loss_is_finite_with_nan_depth():
+    module = GP2Module(log_images=0)
+    ds = SyntheticDepth(split="train", num_samples=2, image_size=(32, 32), uts_fraction=0.5, utss_fraction=0.5)
+    batch = collate_depth([ds[0], ds[1]])
+    batch["depth"][0, 0, :4] = float("nan")
+    batch["valid"][0, 0, :4] = True  # even a wrongly "valid" NaN must not reach the loss
+    loss = module._loss(batch, module(batch["image"]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+
+
+def test_visualizer_renders_strips_and_the_unprojected_cloud():
+    ds = SyntheticDepth(split="val", num_samples=2, image_size=(16, 24))
+    batch = collate_depth([ds[0], ds[1]])
+    pred = -batch["depth"].log()  # a perfect prediction
+    vis = DepthVisualizer(num_images=2, num_points=50)
+    panels, clouds = vis.render(
+        {
+            "image": batch["image"],
+            "pred": pred,
+            "depth": batch["depth"],
+            "valid": batch["valid"],
+            "depth_type": batch["depth_type"],
+            "intrinsics": batch["intrinsics"],
+            "has_intrinsics": batch["has_intrinsics"],
+        }
+    )
+    assert len(panels) == 2 and panels[0][1].shape == (16, 4 * 24, 3)
+    err = panels[0][1][:, 72:]  # error panel: perfect prediction -> the colour of 0 everywhere valid
+    assert (err.reshape(-1, 3) == err[0, 0]).all()
+    assert clouds[0].shape == (50, 6)
+    pts, _ = unproject_depth(batch["depth"][:1], batch["intrinsics"][:1])
+    # every logged point is one of the exact unprojected points (median alignment of a perfect prediction)
+    d = torch.cdist(torch.from_numpy(clouds[0][:, :3]).double(), pts[0].double()).min(dim=1).values
+    assert d.max().item() < 1e-4 * math.sqrt(3) * float(batch["depth"].max())
