@@ -174,7 +174,6 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _prepare(cfg: DictConfig, kind: str):
-    pl.seed_everything(cfg.seed, workers=True)
     run_dir = resolve_run_dir(cfg, kind)
     ckpt = resolve_ckpt(cfg, run_dir) if kind == "train" or cfg.ckpt_path is not None else None
     os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -206,6 +205,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
+    pl.seed_everything(cfg.seed, workers=True)  # before the model is built: its initial weights
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     run_dir, ckpt = _prepare(cfg, "train")
@@ -250,6 +250,7 @@ def _evaluate(cfg: DictConfig) -> dict:
     with open_dict(eval_cfg):
         eval_cfg.run_dir = None if cfg.ckpt_path == "last" else cfg.run_dir
         eval_cfg.ckpt_path = None
+    pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, "validate" if not cfg.test_after_fit else None)
     model = MODELS[cfg.model.name].load_from_checkpoint(str(src), map_location="cpu")
     run_dir, _ = _prepare(eval_cfg, "eval")

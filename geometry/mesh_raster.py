@@ -36,7 +36,6 @@ backward. Gradients flow to `verts_ndc` through `dists`, `zbuf` and `bary_coords
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -170,10 +169,15 @@ class _PairValues(torch.autograd.Function):
     @staticmethod
     def forward(ctx, face_verts, face, px, py, perspective_correct, clip, max_pairs):
         outs = [
-            _pair_eval(face_verts[face[s : s + max_pairs]], px[s : s + max_pairs], py[s : s + max_pairs],
-                       perspective_correct, clip)[:3]
+            _pair_eval(
+                face_verts[face[s : s + max_pairs]],
+                px[s : s + max_pairs],
+                py[s : s + max_pairs],
+                perspective_correct,
+                clip,
+            )[:3]
             for s in range(0, face.numel(), max_pairs)
-        ]  # fmt: skip
+        ]
         if outs:
             bary, z, sd = (torch.cat(t) for t in zip(*outs))
         else:
@@ -258,7 +262,9 @@ def _rank_in_pixel(pix_sorted: Tensor) -> Tensor:
     """Position of each entry within its run of equal (sorted) pixel ids."""
     _, counts = torch.unique_consecutive(pix_sorted, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
-    return torch.arange(pix_sorted.numel(), device=pix_sorted.device) - torch.repeat_interleave(starts, counts)
+    return torch.arange(pix_sorted.numel(), device=pix_sorted.device) - torch.repeat_interleave(
+        starts, counts
+    )
 
 
 def _compact(pix: Tensor, face: Tensor, z: Tensor, K: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -395,7 +401,7 @@ def rasterize_meshes(
         backend: "torch", "pytorch3d" or None (the default of `geometry.backend`).
         max_pairs: (face, pixel) pairs evaluated per chunk (bounds the working memory).
     Returns:
-        Fragments(pix_to_face (N, H, W, K), zbuf (N, H, W, K), bary_coords (N, H, W, K, 3), dists (N, H, W, K)).
+        Fragments: pix_to_face, zbuf, dists (N, H, W, K); bary_coords (N, H, W, K, 3).
     """
     faces = _check_inputs(verts_ndc, faces)
     if faces_per_pixel is None or faces_per_pixel < 1:
@@ -403,14 +409,27 @@ def rasterize_meshes(
     H, W = image_hw(image_size)
     if resolve_backend(backend) == "pytorch3d":
         return _rasterize_pytorch3d(
-            verts_ndc, faces, (H, W), blur_radius, faces_per_pixel, perspective_correct, cull_backfaces,
+            verts_ndc,
+            faces,
+            (H, W),
+            blur_radius,
+            faces_per_pixel,
+            perspective_correct,
+            cull_backfaces,
             clip_barycentric_coords,
-        )  # fmt: skip
+        )
     N, K = verts_ndc.shape[0], faces_per_pixel
     c = rasterize_candidates(
-        verts_ndc, faces, (H, W), blur_radius, K, perspective_correct, clip_barycentric_coords,
-        cull_backfaces, max_pairs,
-    )  # fmt: skip
+        verts_ndc,
+        faces,
+        (H, W),
+        blur_radius,
+        K,
+        perspective_correct,
+        clip_barycentric_coords,
+        cull_backfaces,
+        max_pairs,
+    )
     slot = c.pix * K + c.rank  # (S,) index into the flat (N*H*W*K) outputs
     total = N * H * W * K
     pix_to_face = torch.full((total,), -1, dtype=torch.long, device=verts_ndc.device)

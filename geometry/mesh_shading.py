@@ -98,7 +98,9 @@ def mesh_soft_silhouette(
 def _check_colors(colors: Tensor, fragments: Fragments) -> None:
     shape = tuple(fragments.pix_to_face.shape)
     if colors.dim() != 5 or tuple(colors.shape[:4]) != shape:
-        raise ValueError(f"Expected colors of shape {shape + ('C',)} (N, H, W, K, C), got {tuple(colors.shape)}")
+        raise ValueError(
+            f"Expected colors of shape {shape + ('C',)} (N, H, W, K, C), got {tuple(colors.shape)}"
+        )
 
 
 def hard_rgb_blend(

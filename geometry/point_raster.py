@@ -33,6 +33,8 @@ from typing import NamedTuple
 import torch
 
 from geometry.backend import resolve_backend
+from geometry.cameras import pixel_to_ndc
+from geometry.depth import unproject_depth
 
 _MAX_PAIRS = 1 << 22  # (pixel, point) pairs evaluated at once
 
@@ -40,7 +42,7 @@ _MAX_PAIRS = 1 << 22  # (pixel, point) pairs evaluated at once
 class PointFragments(NamedTuple):
     """Output of `rasterize_points` (PyTorch3D's names).
 
-    idx: (N, H, W, K) long, packed point index `n * P + p` of the k-th nearest (in z) covering point, -1 empty.
+    idx: (N, H, W, K) long, packed index `n * P + p` of the k-th nearest (in z) covering point, -1 empty.
     zbuf: (N, H, W, K) z_view of that point, -1 where empty.
     dists: (N, H, W, K) squared NDC xy distance pixel centre to point, -1 where empty.
     """
@@ -382,7 +384,9 @@ def _points_2d_to_pix(
     points_2d: torch.Tensor, H: int, W: int, coords: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = points_2d[..., 0], points_2d[..., 1]
-    if coords == "normalized":  # x right, y down, each axis spanning [-1, 1] (grid_sample, align_corners=False)
+    if (
+        coords == "normalized"
+    ):  # x right, y down, each axis spanning [-1, 1] (grid_sample, align_corners=False)
         return ((x + 1) * W - 1) / 2, ((y + 1) * H - 1) / 2
     if coords == "ndc":
         return _ndc_to_pix(x, y, H, W)
@@ -539,20 +543,6 @@ def differ_feature_projection(
 # depth re-rendering
 
 
-def _unproject_pixels(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) depth, (B, 3, 3) OpenCV intrinsics -> (B, H*W, 3) camera points `d * K^-1 [j, i, 1]`
-    (pixel (i, j) centred at u = j, v = i; +X right, +Y down, +Z forward)."""
-    B, _, H, W = depth.shape
-    i, j = torch.meshgrid(
-        torch.arange(H, dtype=depth.dtype, device=depth.device),
-        torch.arange(W, dtype=depth.dtype, device=depth.device),
-        indexing="ij",
-    )
-    pix = torch.stack([j, i, torch.ones_like(i)], -1).reshape(1, H * W, 3)
-    rays = pix @ torch.linalg.inv(K).transpose(1, 2)  # (B, HW, 3)
-    return rays * depth.reshape(B, H * W, 1)
-
-
 def render_depth_novel_view(
     depth: torch.Tensor,
     K: torch.Tensor,
@@ -593,21 +583,21 @@ def render_depth_novel_view(
 
     ok = (torch.isfinite(depth) & (depth > 0)).reshape(B, H * W)
     d = torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.ones_like(depth))
-    X = _unproject_pixels(d, K) @ R + t.unsqueeze(1)  # (B, HW, 3) target camera frame
+    X = unproject_depth(d, K).points @ R + t.unsqueeze(1)  # (B, HW, 3) target camera frame
     ok = ok & (X[..., 2].detach() > 0)
     Z = torch.where(ok, X[..., 2], torch.ones_like(X[..., 2]))
     uvw = X @ K_target.transpose(1, 2)
-    u, v = uvw[..., 0] / Z, uvw[..., 1] / Z
+    xy_ndc = pixel_to_ndc(uvw[..., :2] / Z.unsqueeze(-1), (Ht, Wt))  # OpenCV pixels -> PyTorch3D NDC
     S = min(Ht, Wt)
-    x_ndc = (Wt - 1 - 2 * u) / S  # OpenCV column u -> PyTorch3D NDC (+X left), inverse of _ndc_to_pix
-    y_ndc = (Ht - 1 - 2 * v) / S
     z = torch.where(ok, Z, torch.full_like(Z, -1.0))  # z < 0: never rasterized
-    pts = torch.stack([x_ndc, y_ndc, z], -1)
+    pts = torch.cat([xy_ndc, z.unsqueeze(-1)], -1)
     frags = rasterize_points(
         pts, (Ht, Wt), radius=2 * radius / S, points_per_pixel=1, backend="torch", max_pairs=max_pairs
     )
     valid = (frags.idx[..., 0] >= 0).unsqueeze(1)
-    out_depth = torch.where(valid, frags.zbuf[..., 0].unsqueeze(1), torch.zeros_like(valid, dtype=depth.dtype))
+    out_depth = torch.where(
+        valid, frags.zbuf[..., 0].unsqueeze(1), torch.zeros_like(valid, dtype=depth.dtype)
+    )
     out_feat = None
     if features is not None:
         C = features.shape[1]

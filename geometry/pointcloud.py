@@ -101,21 +101,24 @@ def knn_gather(x: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor | None 
     lengths = _lengths_or_full("lengths", lengths, x)
     out = x.gather(1, idx.reshape(N, L * K, 1).expand(-1, -1, U)).view(N, L, K, U)
     k_valid = torch.arange(K, device=x.device)[None] < lengths[:, None]  # (N, K)
-    return out * k_valid[:, None, :, None].to(out.dtype)
+    return torch.where(k_valid[:, None, :, None], out, torch.zeros_like(out))
 
 
 def _knn_idx_chunk(
-    a: torch.Tensor, b: torch.Tensor, b_invalid: torch.Tensor, k: int, norm: int, sorted_: bool
+    a: torch.Tensor, b: torch.Tensor, b_invalid: torch.Tensor | None, k: int, norm: int, sorted_: bool
 ) -> torch.Tensor:
     """Indices (N, C, k) of the k smallest distances from the rows of a (N, C, D) to b (N, P2, D)."""
     if norm == 2:
         # |a|^2 + |b|^2 - 2 a.b: one batched matmul. The exact distances are recomputed afterwards from the
         # gathered points, so this expression only has to rank the candidates.
         d = torch.baddbmm((b * b).sum(-1)[:, None, :], a, b.transpose(1, 2), alpha=-2.0)
-        d = d + (a * a).sum(-1, keepdim=True)
+        d.add_((a * a).sum(-1, keepdim=True))
     else:
         d = torch.cdist(a, b, p=1.0)
-    d = d.masked_fill(b_invalid[:, None, :], float("inf"))
+    if b_invalid is not None:
+        d.masked_fill_(b_invalid[:, None, :], float("inf"))
+    if k == 1:
+        return d.argmin(dim=2, keepdim=True)
     return d.topk(k, dim=2, largest=False, sorted=sorted_).indices
 
 
@@ -142,27 +145,33 @@ def _knn_points_torch(
     # points of p2 to limit cancellation in the matmul form of the squared distance.
     with torch.no_grad():
         w2 = valid2.to(p2.dtype)[..., None]
-        centre = (p2 * w2).sum(1, keepdim=True) / w2.sum(1, keepdim=True).clamp_min(1.0)
+        centre = torch.where(valid2[..., None], p2, 0.0).sum(1, keepdim=True) / w2.sum(
+            1, keepdim=True
+        ).clamp_min(1.0)
         a_all = torch.where(valid1[..., None], p1 - centre, torch.zeros_like(p1))
         b = torch.where(valid2[..., None], p2 - centre, torch.zeros_like(p2))
+        b_invalid = None if bool(valid2.all()) else ~valid2
         if chunk_size is None:
             chunk_size = max(1, KNN_CHUNK_ELEMENTS // max(1, N * P2))
         idx = torch.cat(
             [
-                _knn_idx_chunk(a, b, ~valid2, k_eff, norm, return_sorted)
+                _knn_idx_chunk(a, b, b_invalid, k_eff, norm, return_sorted)
                 for a in a_all.split(chunk_size, dim=1)
             ],
             dim=1,
         )  # (N, P1, k_eff)
 
-    # Differentiable distances from the gathered neighbours.
+    # Differentiable distances from the gathered neighbours. Padded points (which may hold anything, even
+    # NaN) are replaced before the difference, so that they get zero gradients and cannot poison others.
+    slot_valid = valid1[:, :, None] & valid2.gather(1, idx.view(N, -1)).view_as(idx)  # (N, P1, k_eff)
+    p1v = torch.where(valid1[..., None], p1, torch.zeros_like(p1))
     nn = p2.gather(1, idx.reshape(N, P1 * k_eff, 1).expand(-1, -1, D)).view(N, P1, k_eff, D)
-    diff = p1[:, :, None, :] - nn
+    nn = torch.where(slot_valid[..., None], nn, p1v.detach()[:, :, None])
+    diff = p1v[:, :, None, :] - nn
     dists = diff.square().sum(-1) if norm == 2 else diff.abs().sum(-1)  # (N, P1, k_eff)
-    if return_sorted and k_eff > 1:
-        # re-rank by the exact distances (the matmul ranking can swap near-ties)
-        order = dists.detach().masked_fill(~valid2.gather(1, idx.view(N, -1)).view_as(idx), float("inf"))
-        order = order.argsort(dim=2, stable=True)
+    if k_eff > 1 and (return_sorted or bool((lengths2 < k_eff).any())):
+        # re-rank by the exact distances (the matmul ranking can swap near-ties); padded slots go last
+        order = dists.detach().masked_fill(~slot_valid, float("inf")).argsort(dim=2, stable=True)
         dists, idx = dists.gather(2, order), idx.gather(2, order)
     if K > k_eff:
         dists = F.pad(dists, (0, K - k_eff))
@@ -622,9 +631,10 @@ def fit_rotation_chamfer(
     without supervision, so before computing metrics it aligns all predictions of a category to the ground
     truth with a single rotation. Here: (1) coarse search over the identity and `n_coarse` seeded uniformly
     random rotations, on at most `coarse_points` points per cloud; (2) the `n_starts` best are refined
-    jointly by Adam (cosine-decayed step) on an axis-angle correction, `R = R_0 @ axis_angle_to_matrix(delta)`, on at most
-    `refine_points` points; the best refined rotation is returned. The objective is `chamfer_variant` with
-    mean reduction (Euclidean, or squared when `squared`), averaged over the S pairs.
+    jointly by Adam (cosine-decayed step) on an axis-angle correction,
+    `R = R_0 @ axis_angle_to_matrix(delta)`, on at most `refine_points` points; the best refined rotation
+    is returned. The objective is `chamfer_variant` with mean reduction (Euclidean, or squared when
+    `squared`), averaged over the S pairs.
 
     Args:
         pred: (S, P, 3) or a list of S (P_s, 3) clouds in the prediction frame (row vectors).

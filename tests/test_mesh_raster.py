@@ -72,7 +72,10 @@ def dense_rasterize(verts_ndc, faces, H, W, blur, K, persp, clip, cull):
     Z = [z[..., i] for i in range(3)]
     signed_area = edge_fn(X[0], Y[0], X[1], Y[1], X[2], Y[2])  # (N, 1, F)
     area = edge_fn(X[2], Y[2], X[0], Y[0], X[1], Y[1]) + EPS
-    w = [edge_fn(px, py, X[(i + 1) % 3], Y[(i + 1) % 3], X[(i + 2) % 3], Y[(i + 2) % 3]) / area for i in range(3)]
+    w = [
+        edge_fn(px, py, X[(i + 1) % 3], Y[(i + 1) % 3], X[(i + 2) % 3], Y[(i + 2) % 3]) / area
+        for i in range(3)
+    ]
     if persp:
         top = [w[0] * Z[1] * Z[2], Z[0] * w[1] * Z[2], Z[0] * Z[1] * w[2]]
         s = (top[0] + top[1] + top[2]).clamp(min=EPS)
@@ -107,10 +110,13 @@ def dense_rasterize(verts_ndc, faces, H, W, blur, K, persp, clip, cull):
     P = H * W
 
     def pick(t):
-        return torch.where(valid, torch.gather(t.expand(N, P, F), -1, order), torch.full_like(valid, -1.0, dtype=t.dtype))
+        return torch.where(
+            valid, torch.gather(t.expand(N, P, F), -1, order), torch.full_like(valid, -1.0, dtype=t.dtype)
+        )
 
     p2f = torch.where(valid, order + torch.arange(N)[:, None, None] * F, torch.full_like(order, -1))
     bary = torch.stack([pick(t) for t in wc], dim=-1)
+
     def pad(t):  # K may exceed F: empty slots are -1
         t = t.view(N, H, W, order.shape[-1], -1)
         t = torch.cat([t, t.new_full((N, H, W, K - t.shape[3], t.shape[4]), -1)], dim=3)
@@ -150,12 +156,21 @@ def test_matches_dense_reference(case, max_pairs):
     v1 = verts.clone().requires_grad_(True)
     v2 = verts.clone().requires_grad_(True)
     got = rasterize_meshes(
-        v1, faces, (H, W), blur_radius=case["blur"], faces_per_pixel=case["K"], perspective_correct=case["persp"],
-        cull_backfaces=case["cull"], clip_barycentric_coords=case["clip"], max_pairs=max_pairs,
-    )  # fmt: skip
+        v1,
+        faces,
+        (H, W),
+        blur_radius=case["blur"],
+        faces_per_pixel=case["K"],
+        perspective_correct=case["persp"],
+        cull_backfaces=case["cull"],
+        clip_barycentric_coords=case["clip"],
+        max_pairs=max_pairs,
+    )
     ref = dense_rasterize(v2, faces, H, W, case["blur"], case["K"], case["persp"], clip, case["cull"])
     mism = got.pix_to_face != ref.pix_to_face
-    assert not mism.any(), f"pix_to_face differs at {int(mism.sum())} slots, first {torch.nonzero(mism)[0].tolist()}"
+    assert not mism.any(), (
+        f"pix_to_face differs at {int(mism.sum())} slots, first {torch.nonzero(mism)[0].tolist()}"
+    )
     assert (ref.pix_to_face >= 0).sum() > 30, "test meshes cover too few pixels to be meaningful"
     if case["K"] > 1:
         assert ((ref.pix_to_face >= 0).sum(-1) > 1).any(), "no pixel with several faces"
@@ -181,7 +196,9 @@ def test_candidates_without_truncation_are_all_candidates():
     verts, faces = random_meshes(seed=3)
     ref = dense_rasterize(verts, faces, 14, 19, 1e-2, 42, False, True, False)
     c = rasterize_candidates(verts, faces, (14, 19), blur_radius=1e-2, faces_per_pixel=None)
-    assert c.pix.numel() == int((ref.pix_to_face >= 0).sum()), "candidate count differs from the dense reference"
+    assert c.pix.numel() == int((ref.pix_to_face >= 0).sum()), (
+        "candidate count differs from the dense reference"
+    )
     dense = torch.full((2 * 14 * 19, 42), -1, dtype=torch.long)
     dense[c.pix, c.rank] = c.face
     assert torch.equal(dense.view(2, 14, 19, 42), ref.pix_to_face)
@@ -195,7 +212,9 @@ def test_hard_matches_pytorch3d(name):
     assert fr.pix_to_face.shape == (4, 64, 64, 1)
     p2f = fr.pix_to_face[..., 0]
     mism = p2f != d["hard_pix_to_face"]
-    assert not mism.any(), f"{name}: pix_to_face differs at {int(mism.sum())} pixels, e.g. {torch.nonzero(mism)[:3]}"
+    assert not mism.any(), (
+        f"{name}: pix_to_face differs at {int(mism.sum())} pixels, e.g. {torch.nonzero(mism)[:3]}"
+    )
     tol = TOL[torch.float32]
     assert_close(fr.zbuf[..., 0], d["hard_zbuf"], f"{name} zbuf", **tol)
     assert_close(fr.bary_coords[..., 0, :], d["hard_bary"], f"{name} bary", **tol)
@@ -207,8 +226,14 @@ def test_soft_candidates_counts_match_readme(name):
     # README §2.2: ico2 files have at most 14-17 candidates per pixel with the default soft settings
     d = load_ref(name)
     blur = math.log(1 / 1e-4 - 1) * 1e-4
-    fr = rasterize_meshes(d["verts_ndc"], d["faces"], 64, blur_radius=blur, faces_per_pixel=50,
-                          perspective_correct="persp" in name)  # fmt: skip
+    fr = rasterize_meshes(
+        d["verts_ndc"],
+        d["faces"],
+        64,
+        blur_radius=blur,
+        faces_per_pixel=50,
+        perspective_correct="persp" in name,
+    )
     n = (fr.pix_to_face >= 0).sum(-1).max().item()
     assert 14 <= n <= 17, f"max candidates per pixel {n}"
     # z ascending along K where valid
@@ -294,7 +319,7 @@ def test_sphere_depth_matches_analytic():
     assert hit[core].all() and not hit[rho2 > r**2].any(), "silhouette is not the disc"
     z_true = zc - (r**2 - rho2[core]).sqrt()
     z = fr.zbuf[0, ..., 0][core]
-    # inscribed polyhedron: never nearer than the sphere; sagitta of level-4 faces ~ r * 1e-3, steeper near rim
+    # inscribed polyhedron: never nearer than the sphere; level-4 sagitta ~ r * 1e-3, steeper near the rim
     assert (z >= z_true - 1e-5).all(), f"zbuf nearer than the sphere by {(z_true - z).max():.3g}"
     assert (z - z_true).max() < 4e-3, f"zbuf deeper than the sphere by {(z - z_true).max():.3g}"
 

@@ -1,4 +1,4 @@
-"""Tests of geometry.mesh_shading: soft silhouettes vs PyTorch3D, gradcheck, blending, textures, visibility."""
+"""Tests of geometry.mesh_shading: soft silhouettes vs PyTorch3D, blending, textures, visibility."""
 
 from __future__ import annotations
 
@@ -62,13 +62,21 @@ def test_soft_silhouette_and_grad_match_pytorch3d(name, path):
     sigma = 1e-4
     verts_ndc = d["verts_ndc"].clone().requires_grad_(True)
     if path == "fragments":
-        fr = rasterize_meshes(verts_ndc, d["faces"], 64, blur_radius=default_blur_radius(sigma),
-                              faces_per_pixel=50, perspective_correct=persp)  # fmt: skip
+        fr = rasterize_meshes(
+            verts_ndc,
+            d["faces"],
+            64,
+            blur_radius=default_blur_radius(sigma),
+            faces_per_pixel=50,
+            perspective_correct=persp,
+        )
         alpha = soft_silhouette(fr, sigma=sigma)
     else:
         alpha = mesh_soft_silhouette(verts_ndc, d["faces"], 64, sigma=sigma, perspective_correct=persp)
     assert alpha.shape == (4, 64, 64)
-    assert torch.allclose(alpha, d["soft_alpha"], atol=1e-5), f"{name} alpha: {max_diff(alpha, d['soft_alpha'])}"
+    assert torch.allclose(alpha, d["soft_alpha"], atol=1e-5), (
+        f"{name} alpha: {max_diff(alpha, d['soft_alpha'])}"
+    )
     (g_ndc,) = torch.autograd.grad((alpha * d["grad_W"]).sum(), verts_ndc)
     # chain d/d(verts_ndc) to world verts through the stored cameras (README §1.2)
     verts_world = d["verts"].expand(4, -1, -1).clone().requires_grad_(True)
@@ -77,7 +85,9 @@ def test_soft_silhouette_and_grad_match_pytorch3d(name, path):
     (g_world,) = torch.autograd.grad(ndc, verts_world, g_ndc)
     ref = d["grad_verts"]
     scale = ref.abs().max()
-    assert torch.allclose(g_world, ref, atol=1e-5 * scale, rtol=1e-4), f"{name} grad: {max_diff(g_world, ref)}"
+    assert torch.allclose(g_world, ref, atol=1e-5 * scale, rtol=1e-4), (
+        f"{name} grad: {max_diff(g_world, ref)}"
+    )
 
 
 def tiny_mesh(dtype=torch.float64):
@@ -97,8 +107,9 @@ def test_soft_silhouette_gradcheck(persp):
         return mesh_soft_silhouette(v, faces, 8, sigma=sigma, perspective_correct=persp)
 
     def via_fragments(v):
-        fr = rasterize_meshes(v, faces, 8, blur_radius=default_blur_radius(sigma), faces_per_pixel=2,
-                              perspective_correct=persp)  # fmt: skip
+        fr = rasterize_meshes(
+            v, faces, 8, blur_radius=default_blur_radius(sigma), faces_per_pixel=2, perspective_correct=persp
+        )
         return soft_silhouette(fr, sigma=sigma)
 
     v = verts.clone().requires_grad_(True)
@@ -188,9 +199,15 @@ def test_interpolate_linear_attributes_exact_ortho_and_perspective():
     attr = (X @ A.T)[None]  # (1, 4, 2)
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     for persp in (True, False):
-        ndc = torch.cat([xy_view / (Z[:, None] * t), Z[:, None]], -1) if persp else torch.cat([xy_view / 2, Z[:, None]], -1)
+        ndc = (
+            torch.cat([xy_view / (Z[:, None] * t), Z[:, None]], -1)
+            if persp
+            else torch.cat([xy_view / 2, Z[:, None]], -1)
+        )
         fr = rasterize_meshes(ndc[None], faces, 16, perspective_correct=persp)
-        vals = interpolate_face_attributes(fr.pix_to_face, fr.bary_coords, face_attributes_from_verts(attr, faces))
+        vals = interpolate_face_attributes(
+            fr.pix_to_face, fr.bary_coords, face_attributes_from_verts(attr, faces)
+        )
         c = pixel_centers_ndc(16, dtype=torch.float64)
         z = fr.zbuf[0, ..., 0]
         xv = c[..., 0] * z * t if persp else c[..., 0] * 2
@@ -198,7 +215,9 @@ def test_interpolate_linear_attributes_exact_ortho_and_perspective():
         true = torch.stack([xv, yv, z], -1) @ A.T
         hit = fr.pix_to_face[0, ..., 0] >= 0
         assert hit.sum() > 100
-        assert torch.allclose(vals[0, ..., 0, :][hit], true[hit], atol=1e-6), max_diff(vals[0, ..., 0, :][hit], true[hit])
+        assert torch.allclose(vals[0, ..., 0, :][hit], true[hit], atol=1e-6), max_diff(
+            vals[0, ..., 0, :][hit], true[hit]
+        )
         assert (vals[0, ..., 0, :][~hit] == 0).all()
 
 
@@ -221,7 +240,9 @@ def test_uv_texture_linear_ramp_exact():
     out = sample_texture_uv(fr, uvs, faces, tex)
     hit = fr.pix_to_face[0, ..., 0] >= 0
     true = torch.stack([0.1 + 0.4 * (c[..., 0] + 1), 0.2 + 0.3 * (c[..., 1] + 1)], -1)
-    assert torch.allclose(out[0, ..., 0, :][hit], true[hit], atol=1e-5), max_diff(out[0, ..., 0, :][hit], true[hit])
+    assert torch.allclose(out[0, ..., 0, :][hit], true[hit], atol=1e-5), max_diff(
+        out[0, ..., 0, :][hit], true[hit]
+    )
     assert (out[0, ..., 0, :][~hit] == 0).all()
 
 
@@ -232,11 +253,15 @@ def test_image_texture_at_vertex_coordinates():
     gx = ((2 * torch.arange(Wi) + 1) / Wi - 1).expand(Hi, Wi)
     gy = ((2 * torch.arange(Hi) + 1) / Hi - 1)[:, None].expand(Hi, Wi)
     image = torch.stack([gx, gy])[None]
-    coords = torch.stack([-0.6 * verts[0, :, 0], -0.5 * verts[0, :, 1]], -1)[None]  # NDC +X left/+Y up -> image
+    coords = torch.stack([-0.6 * verts[0, :, 0], -0.5 * verts[0, :, 1]], -1)[
+        None
+    ]  # NDC +X left/+Y up -> image
     out = sample_image_texture(fr, faces, coords, image)
     hit = fr.pix_to_face[0, ..., 0] >= 0
     true = torch.stack([-0.6 * c[..., 0], -0.5 * c[..., 1]], -1)
-    assert torch.allclose(out[0, ..., 0, :][hit], true[hit], atol=1e-5), max_diff(out[0, ..., 0, :][hit], true[hit])
+    assert torch.allclose(out[0, ..., 0, :][hit], true[hit], atol=1e-5), max_diff(
+        out[0, ..., 0, :][hit], true[hit]
+    )
     vc = sample_vertex_colors(image, coords)
     assert vc.shape == (1, 4, 2) and torch.allclose(vc, coords, atol=1e-5), max_diff(vc, coords)
 

@@ -1,4 +1,4 @@
-"""Tests of geometry.point_raster: PyTorch3D reference outputs, a dense reference, analytic cases, gradcheck."""
+"""Tests of geometry.point_raster: PyTorch3D reference, dense reference, analytic cases, gradcheck."""
 
 from __future__ import annotations
 
@@ -110,7 +110,9 @@ def test_fragments_match_pytorch3d(ref):
     bad = (fr.idx != idx_ref).sum().item()
     assert bad == 0, f"{bad} idx entries differ"
     assert torch.equal(fr.zbuf.detach(), torch.tensor(d["zbuf"])), _max_diff(fr.zbuf, torch.tensor(d["zbuf"]))
-    assert torch.equal(fr.dists.detach(), torch.tensor(d["dists"])), _max_diff(fr.dists, torch.tensor(d["dists"]))
+    assert torch.equal(fr.dists.detach(), torch.tensor(d["dists"])), _max_diff(
+        fr.dists, torch.tensor(d["dists"])
+    )
 
 
 @pytest.mark.parametrize("name,fn", [("alpha", alpha_composite), ("normw", norm_weighted_composite)])
@@ -220,7 +222,9 @@ def test_packed_index_and_shape_errors():
     with pytest.raises(ValueError, match="points_2d"):
         capnet_mask_projection(torch.zeros(1, 4, 3), 8)
     with pytest.raises(ValueError, match="depth"):
-        render_depth_novel_view(torch.zeros(1, 2, 4, 4), torch.eye(3)[None], torch.eye(3)[None], torch.zeros(1, 3))
+        render_depth_novel_view(
+            torch.zeros(1, 2, 4, 4), torch.eye(3)[None], torch.eye(3)[None], torch.zeros(1, 3)
+        )
 
 
 def test_compositors_analytic_two_points():
@@ -354,10 +358,14 @@ def test_novel_view_identity_reproduces_depth():
     depth[0, 0, 4, 5] = 0.0  # missing
     img = torch.rand(1, 3, H, W, generator=g, dtype=torch.float64)
     K = _intrinsics(20.0, H, W)
-    out = render_depth_novel_view(depth, K, torch.eye(3, dtype=torch.float64)[None], torch.zeros(1, 3), features=img)
+    out = render_depth_novel_view(
+        depth, K, torch.eye(3, dtype=torch.float64)[None], torch.zeros(1, 3), features=img
+    )
     expected_valid = depth > 0
     assert torch.equal(out.valid, expected_valid)
-    assert torch.allclose(out.depth[out.valid], depth[expected_valid], atol=1e-12), _max_diff(out.depth, depth)
+    assert torch.allclose(out.depth[out.valid], depth[expected_valid], atol=1e-12), _max_diff(
+        out.depth, depth
+    )
     assert torch.allclose(out.features * out.valid, img * expected_valid, atol=1e-12)
 
 

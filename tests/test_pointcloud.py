@@ -159,6 +159,25 @@ def test_knn_gradients_match_brute_force():
     assert (g1[1, 5:] == 0).all(), "padded p1 rows must get no gradient"
 
 
+def test_padding_contents_never_matter():
+    """NaN / inf padding changes neither values nor gradients (and gives padded points zero gradient)."""
+    x = torch.randn(2, 8, 3, dtype=torch.float64)
+    y = torch.randn(2, 6, 3, dtype=torch.float64)
+    xl, yl = torch.tensor([8, 5]), torch.tensor([6, 2])
+    results = []
+    for fill in (0.0, float("nan"), float("inf")):
+        xf, yf = x.clone(), y.clone()
+        xf[1, 5:], yf[1, 2:] = fill, fill
+        xf.requires_grad_(True), yf.requires_grad_(True)
+        loss = chamfer_distance(xf, yf, xl, yl)[0] + knn_points(xf, yf, xl, yl, K=4).dists.sum()
+        results.append((loss.detach(), *torch.autograd.grad(loss, (xf, yf))))
+    for fill, (loss, gx, gy) in zip(("nan", "inf"), results[1:]):
+        assert_close(loss, results[0][0], f"loss with {fill} padding")
+        assert_close(gx, results[0][1], f"grad x with {fill} padding")
+        assert_close(gy, results[0][2], f"grad y with {fill} padding")
+    assert (results[1][1][1, 5:] == 0).all() and (results[1][2][1, 2:] == 0).all()
+
+
 @pytest.mark.parametrize("norm", [1, 2])
 def test_knn_gradcheck(norm):
     p1 = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)

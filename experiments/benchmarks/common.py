@@ -41,7 +41,9 @@ def _rss_mb() -> float:
 
 
 def _child(fn, q):  # pragma: no cover - runs in a forked process
-    torch.set_num_threads(torch.get_num_threads())
+    # GNU OpenMP is not fork-safe: a parallel region in a child forked after the parent used its thread pool
+    # hangs. One thread runs torch's ops inline (no OpenMP region); the peak memory is the same.
+    torch.set_num_threads(1)
     base = _rss_mb()
     fn()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
@@ -51,9 +53,9 @@ def _child(fn, q):  # pragma: no cover - runs in a forked process
 def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
     """Peak memory that `fn()` adds, in MiB.
 
-    CUDA: `torch.cuda.max_memory_allocated` around the call. CPU: `fn` runs in a forked process and the
-    result is its peak resident set size minus its resident size before the call (Linux only), so it
-    counts every allocation torch makes, including the autograd graph.
+    CUDA: `torch.cuda.max_memory_allocated` around the call. CPU: `fn` runs in a forked, single-threaded
+    process and the result is its peak resident set size minus its resident size before the call (Linux
+    only), so it counts every allocation torch makes, including the autograd graph.
     """
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()

@@ -2,7 +2,10 @@
 
 Forward and forward+backward time and peak memory of the default `chamfer_distance` (squared distances,
 point mean, batch mean), batch 8, 1024 and 4096 points per cloud, on CUDA when available else CPU.
-Run: `python -m experiments.benchmarks.geometry_chamfer` (or through `make bench`).
+Run: `python -m experiments.benchmarks.geometry_chamfer [--quick]` (or through `make bench`).
+
+On CPU every peak-memory measurement runs before any timing: `common.peak_memory_mb` forks, and a forked
+child that uses torch's CPU thread pool hangs once the parent process has used that pool.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import torch
 from experiments.benchmarks.common import peak_memory_mb, print_table, time_ms
 from geometry.backend import pytorch3d_available
 from geometry.pointcloud import chamfer_distance
+
+SIZES = (1024, 4096)
+BATCH = 8
 
 
 def dense_chamfer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -34,36 +40,51 @@ def _impls() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     return impls
 
 
+def _clouds(P: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(BATCH, P, 3, generator=g).to(device), torch.randn(BATCH, P, 3, generator=g).to(device)
+
+
+def _fwd(fn, x0: torch.Tensor, y0: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def fwd() -> torch.Tensor:
+        with torch.no_grad():
+            return fn(x0, y0)
+
+    return fwd
+
+
+def _fwd_bwd(fn, x0: torch.Tensor, y0: torch.Tensor) -> Callable[[], None]:
+    def fwd_bwd() -> None:
+        x = x0.clone().requires_grad_(True)
+        y = y0.clone().requires_grad_(True)
+        fn(x, y).backward()
+
+    return fwd_bwd
+
+
 def run(quick: bool = False) -> list[dict]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    repeats, warmup = (1, 1) if quick else (5, 2)
+    repeats, warmup = (1, 0) if quick else (5, 1)
+    impls = _impls()
+    cases = [(P, name) for P in SIZES for name in impls]
+    peaks = {
+        (P, name): peak_memory_mb(_fwd_bwd(impls[name], *_clouds(P, device)), device) for P, name in cases
+    }
     rows = []
-    for P in (1024, 4096):
-        g = torch.Generator().manual_seed(0)
-        x0 = torch.randn(8, P, 3, generator=g).to(device)
-        y0 = torch.randn(8, P, 3, generator=g).to(device)
-        for name, fn in _impls().items():
-
-            def fwd(fn=fn):
-                with torch.no_grad():
-                    return fn(x0, y0)
-
-            def fwd_bwd(fn=fn):
-                x = x0.clone().requires_grad_(True)
-                y = y0.clone().requires_grad_(True)
-                fn(x, y).backward()
-
-            rows.append(
-                {
-                    "bench": "chamfer",
-                    "case": f"B=8 P={P} {device}",
-                    "impl": name,
-                    "fwd_ms": time_ms(fwd, repeats, warmup),
-                    "fwd_bwd_ms": time_ms(fwd_bwd, repeats, warmup),
-                    "peak_mb": peak_memory_mb(fwd_bwd, device),
-                    "note": f"loss {float(fwd()):.6f}",
-                }
-            )
+    for P, name in cases:
+        x0, y0 = _clouds(P, device)
+        fwd = _fwd(impls[name], x0, y0)
+        rows.append(
+            {
+                "bench": "chamfer",
+                "case": f"B={BATCH} P={P} {device}",
+                "impl": name,
+                "fwd_ms": time_ms(fwd, repeats, warmup),
+                "fwd_bwd_ms": time_ms(_fwd_bwd(impls[name], x0, y0), repeats, warmup),
+                "peak_mb": peaks[P, name],
+                "note": f"loss {float(fwd()):.6f}",
+            }
+        )
     return rows
 
 

@@ -33,14 +33,46 @@ def _icosphere(level: int) -> tuple[torch.Tensor, torch.Tensor]:
     except ImportError:  # geometry.mesh not there yet: subdivide an icosahedron here
         t = (1 + 5**0.5) / 2
         v = torch.tensor(
-            [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
-             [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], dtype=torch.float32,
-        )  # fmt: skip
+            [
+                [-1, t, 0],
+                [1, t, 0],
+                [-1, -t, 0],
+                [1, -t, 0],
+                [0, -1, t],
+                [0, 1, t],
+                [0, -1, -t],
+                [0, 1, -t],
+                [t, 0, -1],
+                [t, 0, 1],
+                [-t, 0, -1],
+                [-t, 0, 1],
+            ],
+            dtype=torch.float32,
+        )
         f = torch.tensor(
-            [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
-             [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
-             [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]],
-        )  # fmt: skip
+            [
+                [0, 11, 5],
+                [0, 5, 1],
+                [0, 1, 7],
+                [0, 7, 10],
+                [0, 10, 11],
+                [1, 5, 9],
+                [5, 11, 4],
+                [11, 10, 2],
+                [10, 7, 6],
+                [7, 1, 8],
+                [3, 9, 4],
+                [3, 4, 2],
+                [3, 2, 6],
+                [3, 6, 8],
+                [3, 8, 9],
+                [4, 9, 5],
+                [2, 4, 11],
+                [6, 2, 10],
+                [8, 6, 7],
+                [9, 8, 1],
+            ],
+        )
         v = v / v.norm(dim=1, keepdim=True)
         for _ in range(level):
             e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(1).values
@@ -48,9 +80,17 @@ def _icosphere(level: int) -> tuple[torch.Tensor, torch.Tensor]:
             mid = v[uniq].mean(1)
             m = inv.view(3, -1).T + v.shape[0]  # (F, 3): mid of edges 01, 12, 20
             a, b, c = f.unbind(1)
-            f = torch.cat([torch.stack(x, 1) for x in (
-                (a, m[:, 0], m[:, 2]), (b, m[:, 1], m[:, 0]), (c, m[:, 2], m[:, 1]), (m[:, 0], m[:, 1], m[:, 2])
-            )])  # fmt: skip
+            f = torch.cat(
+                [
+                    torch.stack(x, 1)
+                    for x in (
+                        (a, m[:, 0], m[:, 2]),
+                        (b, m[:, 1], m[:, 0]),
+                        (c, m[:, 2], m[:, 1]),
+                        (m[:, 0], m[:, 1], m[:, 2]),
+                    )
+                ]
+            )
             v = torch.cat([v, mid])
             v = v / v.norm(dim=1, keepdim=True)
         return v, f
@@ -68,7 +108,9 @@ def _views(verts: torch.Tensor, n: int, dist: float = 2.7) -> torch.Tensor:
     return torch.cat([xv[..., :2] / (xv[..., 2:] * t), xv[..., 2:]], -1)
 
 
-def dense_soft_silhouette(verts_ndc: torch.Tensor, faces: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+def dense_soft_silhouette(
+    verts_ndc: torch.Tensor, faces: torch.Tensor, size: int, sigma: float
+) -> torch.Tensor:
     """Every pixel against every face (orthographic-style signed distance, no top-K): the naive baseline.
 
     Evaluated per view in pixel chunks of DENSE_MAX_PAIRS_PER_CHUNK (pixel, face) pairs so it runs at all.
@@ -106,45 +148,96 @@ def _fwd_bwd(fn, verts_ndc, w):
     return v.grad
 
 
-def _bench(impl: str, fn, verts_ndc: torch.Tensor, size: int, mem: bool) -> dict:
+def _bench(impl: str, fn, verts_ndc: torch.Tensor, size: int, mem: bool, repeats: int = 3) -> dict:
     w = torch.rand(verts_ndc.shape[0], size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        fwd = time_ms(lambda: fn(verts_ndc), repeats=2, warmup=1)
-    fb = time_ms(lambda: _fwd_bwd(fn, verts_ndc, w), repeats=2, warmup=0)
+        fwd = time_ms(lambda: fn(verts_ndc), repeats=repeats, warmup=1 if repeats > 1 else 0)
+    fb = time_ms(lambda: _fwd_bwd(fn, verts_ndc, w), repeats=repeats, warmup=0)
     peak = peak_memory_mb(lambda: _fwd_bwd(fn, verts_ndc, w)) if mem else None
     return dict(impl=impl, fwd_ms=fwd, fwd_bwd_ms=fb, peak_mb=peak)
 
 
 def run(quick: bool = True) -> list[dict]:
+    """Rows of timings (ms) and peak memory (MiB). Runs single-threaded (restored afterwards): timings on a
+    shared machine are reproducible that way, and the fork-based CPU peak-memory probe of common.py can hang
+    in a child forked from a multi-threaded OpenMP parent."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(quick: bool) -> list[dict]:
     rows = []
     cases = [(3, 128), (4, 128)] if quick else [(3, 128), (4, 128), (3, 256), (4, 256)]
-    dense_cases = {(3, 64)} if quick else {(3, 64), (3, 128)}
+    dense_cases = {(3, 32)} if quick else {(3, 64), (3, 128)}
     for level, size in sorted(set(cases) | dense_cases):
         verts, faces = _icosphere(level)
         vn = _views(verts, 8)
         case = f"ico{level} V={verts.shape[0]} 8x{size}^2 K={K}"
         impls = [
-            ("torch (sparse sil)", lambda v, f=faces, s=size: mesh_soft_silhouette(v, f, s, SIGMA, faces_per_pixel=K,
-                                                                                   perspective_correct=True)),
-            ("torch (fragments)", lambda v, f=faces, s=size: soft_silhouette(rasterize_meshes(
-                v, f, s, default_blur_radius(SIGMA), K, perspective_correct=True), sigma=SIGMA)),
-        ]  # fmt: skip
+            (
+                "torch (sparse sil)",
+                lambda v, f=faces, s=size: mesh_soft_silhouette(
+                    v, f, s, SIGMA, faces_per_pixel=K, perspective_correct=True
+                ),
+            ),
+            (
+                "torch (fragments)",
+                lambda v, f=faces, s=size: soft_silhouette(
+                    rasterize_meshes(v, f, s, default_blur_radius(SIGMA), K, perspective_correct=True),
+                    sigma=SIGMA,
+                ),
+            ),
+        ]
         if (level, size) not in cases:
             impls = []
         if (level, size) in dense_cases:
-            impls.append(("dense all-pairs", lambda v, f=faces, s=size: dense_soft_silhouette(v, f, s, SIGMA)))
+            impls.append(
+                ("dense all-pairs", lambda v, f=faces, s=size: dense_soft_silhouette(v, f, s, SIGMA))
+            )
         else:
-            rows.append(dict(bench="mesh_soft_sil", case=case, impl="dense all-pairs",
-                             note=f"skipped: {8 * size * size * faces.shape[0] / 1e6:.0f}M pairs too slow"))  # fmt: skip
+            rows.append(
+                dict(
+                    bench="mesh_soft_sil",
+                    case=case,
+                    impl="dense all-pairs",
+                    note=f"skipped: {8 * size * size * faces.shape[0] / 1e6:.0f}M pairs too slow",
+                )
+            )
         if pytorch3d_available():
-            impls.append(("pytorch3d", lambda v, f=faces, s=size: soft_silhouette(rasterize_meshes(
-                v, f, s, default_blur_radius(SIGMA), K, perspective_correct=True, backend="pytorch3d"), sigma=SIGMA)))  # fmt: skip
+            impls.append(
+                (
+                    "pytorch3d",
+                    lambda v, f=faces, s=size: soft_silhouette(
+                        rasterize_meshes(
+                            v,
+                            f,
+                            s,
+                            default_blur_radius(SIGMA),
+                            K,
+                            perspective_correct=True,
+                            backend="pytorch3d",
+                        ),
+                        sigma=SIGMA,
+                    ),
+                )
+            )
         for impl, fn in impls:
-            r = _bench(impl, fn, vn, size, mem=not quick or impl != "dense all-pairs")
+            dense = impl == "dense all-pairs"
+            r = _bench(impl, fn, vn, size, mem=not (quick and dense), repeats=1 if dense else 3)
             rows.append(dict(bench="mesh_soft_sil", case=case, **r))
     if not pytorch3d_available():
-        rows.append(dict(bench="mesh_soft_sil", case="all", impl="pytorch3d",
-                         note="not importable; issue reports ~17000 ms fwd+bwd for ico3 8x128^2 K=50 (CPU)"))  # fmt: skip
+        rows.append(
+            dict(
+                bench="mesh_soft_sil",
+                case="all",
+                impl="pytorch3d",
+                note="not importable; issue reports ~17000 ms fwd+bwd for ico3 8x128^2 K=50 (CPU)",
+            )
+        )
     if not quick:
         # memory target: 32 meshes of 2562 verts at 256^2, K=20, full Fragments + backward
         verts, faces = _icosphere(4)
@@ -156,8 +249,15 @@ def run(quick: bool = True) -> list[dict]:
             fr = rasterize_meshes(v, faces, 256, default_blur_radius(SIGMA), 20, perspective_correct=True)
             (soft_silhouette(fr, sigma=SIGMA) * w).sum().backward()
 
-        rows.append(dict(bench="mesh_soft_sil", case="ico4 V=2562 32x256^2 K=20", impl="torch (fragments)",
-                         fwd_bwd_ms=time_ms(frag_fb, repeats=1, warmup=0), peak_mb=peak_memory_mb(frag_fb)))  # fmt: skip
+        rows.append(
+            dict(
+                bench="mesh_soft_sil",
+                case="ico4 V=2562 32x256^2 K=20",
+                impl="torch (fragments)",
+                fwd_bwd_ms=time_ms(frag_fb, repeats=1, warmup=0),
+                peak_mb=peak_memory_mb(frag_fb),
+            )
+        )
     return rows
 
 

@@ -73,17 +73,21 @@ def run(quick: bool = True) -> list[dict]:
     rows = []
     for size in sizes:
         for P in counts:
-            pts = torch.rand(BATCH, P, 3, generator=g) * torch.tensor([1.8, 1.8, 2.0]) + torch.tensor([-0.9, -0.9, 1.0])
+            pts = torch.rand(BATCH, P, 3, generator=g) * torch.tensor([1.8, 1.8, 2.0]) + torch.tensor(
+                [-0.9, -0.9, 1.0]
+            )
             feats = torch.rand(BATCH, P, 3, generator=g)
             pts, feats = pts.to(device), feats.to(device)
             radius = 1.5 * 2 / size
             for name, impl in impls:
-                row = {"bench": "rasterize_points+alpha", "case": f"B{BATCH} P{P} {size}x{size}", "impl": name}
+                row = {
+                    "bench": "rasterize_points+alpha",
+                    "case": f"B{BATCH} P{P} {size}x{size}",
+                    "impl": name,
+                }
                 pairs = BATCH * size * size * P
                 if name == "dense" and pairs > DENSE_MAX_ELEMENTS["cuda" if device == "cuda" else "cpu"]:
                     row["note"] = f"skipped: dense (N,H,W,P) = {pairs / 1e6:.0f}M pairs does not fit"
-                elif quick and name == "binned" and size == 256 and P == 8192 and device == "cpu":
-                    row["note"] = "skipped in quick mode on CPU"
                 else:
                     row.update(_case(impl, pts, feats, size, radius, quick, device))
                     row["note"] = device
