@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 
             exp, overrides = _split_exp(rest)
             if exp is None:
-                raise ConfigError(f"{ns.command}: name an experiment. Available: {', '.join(list_experiments())}")
+                raise ConfigError(
+                    f"{ns.command}: name an experiment. Available: {', '.join(list_experiments())}"
+                )
             cfg = compose(exp, overrides)
             result = runner.train(cfg) if ns.command == "train" else runner.evaluate(cfg)
             if runner.global_rank() == 0:

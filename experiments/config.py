@@ -160,7 +160,10 @@ def compose(experiment: str, overrides: list[str] | None = None) -> DictConfig:
 
     choices = dict(base.pop("defaults", {}))
     exp_defaults = exp.pop("defaults", {}) or {}
-    for src, where in ((exp_defaults, str(exp_path)), ({k: v for k, v in cli.items() if k in GROUPS}, "command line")):
+    for src, where in (
+        (exp_defaults, str(exp_path)),
+        ({k: v for k, v in cli.items() if k in GROUPS}, "command line"),
+    ):
         for group, option in src.items():
             if group not in GROUPS:
                 raise ConfigError(f"{where}: unknown config group {group!r}.{_close(group, GROUPS)}")

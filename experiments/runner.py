@@ -118,7 +118,9 @@ def wandb_mode(mode: str) -> str:
     if mode != "auto":
         return mode
     netrc = Path.home() / ".netrc"
-    configured = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    configured = bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.is_file() and "api.wandb.ai" in netrc.read_text()
+    )
     return "online" if configured else "offline"
 
 
@@ -179,7 +181,11 @@ def _prepare(cfg: DictConfig, kind: str):
     os.environ[RUN_DIR_ENV] = str(run_dir)
     if global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        name = "config.yaml" if not (run_dir / "config.yaml").exists() else f"config-resume-{time.strftime('%H%M%S')}.yaml"
+        name = (
+            "config.yaml"
+            if not (run_dir / "config.yaml").exists()
+            else f"config-resume-{time.strftime('%H%M%S')}.yaml"
+        )
         OmegaConf.save(cfg, run_dir / name)
     return run_dir, ckpt
 

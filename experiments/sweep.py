@@ -38,11 +38,15 @@ def load_sweep(name_or_path: str) -> tuple[str, dict]:
     if not path.is_file():
         path = SWEEP_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown sweep {name_or_path!r}: no file {path}. Available: {', '.join(list_sweeps())}")
+        raise ConfigError(
+            f"unknown sweep {name_or_path!r}: no file {path}. Available: {', '.join(list_sweeps())}"
+        )
     spec = yaml.safe_load(path.read_text()) or {}
     for key in ("method", "metric", "parameters"):
         if key not in spec:
-            raise ConfigError(f"{path}: missing key {key!r} (a W&B sweep file needs method, metric, parameters)")
+            raise ConfigError(
+                f"{path}: missing key {key!r} (a W&B sweep file needs method, metric, parameters)"
+            )
     if spec["method"] not in ("grid", "random"):
         raise ConfigError(f"{path}: method {spec['method']!r}: the offline runner does grid and random")
     if "exp" not in spec["parameters"]:
@@ -86,7 +90,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def run_offline(name: str, spec: dict, count: int | None = None, extra: list[str] | None = None) -> list[dict]:
+def run_offline(
+    name: str, spec: dict, count: int | None = None, extra: list[str] | None = None
+) -> list[dict]:
     from experiments import runner
 
     runs = expand(spec, count)
@@ -95,7 +101,9 @@ def run_offline(name: str, spec: dict, count: int | None = None, extra: list[str
     # Validate every run's config before training any of them.
     cfgs = []
     for i, params in enumerate(runs):
-        overrides = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in params.items() if k != "exp"]
+        overrides = [
+            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in params.items() if k != "exp"
+        ]
         overrides += list(extra or []) + [f"run_dir={root / f'run{i:02d}'}", f"logger.group={root.name}"]
         cfgs.append(compose(params["exp"], overrides))
     rows = []
@@ -103,7 +111,14 @@ def run_offline(name: str, spec: dict, count: int | None = None, extra: list[str
         print(f"\n=== sweep {name}: run {i + 1}/{len(runs)}: {params}", flush=True)
         result = runner.train(cfg)
         split = "val" if metric.startswith("val/") else "test"
-        rows.append({"run": i, **params, metric: result.get(split, {}).get(metric, float("nan")), "run_dir": result["run_dir"]})
+        rows.append(
+            {
+                "run": i,
+                **params,
+                metric: result.get(split, {}).get(metric, float("nan")),
+                "run_dir": result["run_dir"],
+            }
+        )
     rows.sort(key=lambda r: (math.isnan(r[metric]), r[metric] if goal == "minimize" else -r[metric]))
     root.mkdir(parents=True, exist_ok=True)
     (root / "summary.json").write_text(json.dumps(rows, indent=2))
@@ -128,7 +143,9 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments sweep")
     p.add_argument("sweep", help="name under experiments/sweeps or a path to a sweep YAML")
     p.add_argument("--count", type=int, default=None, help="number of runs (random: samples; grid: first N)")
-    p.add_argument("--online", action="store_true", help="create and run the sweep with W&B (needs W&B login)")
+    p.add_argument(
+        "--online", action="store_true", help="create and run the sweep with W&B (needs W&B login)"
+    )
     p.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. trainer.max_epochs=1)")
     ns = p.parse_args(argv)
     name, spec = load_sweep(ns.sweep)

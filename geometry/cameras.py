@@ -36,6 +36,7 @@ __all__ = [
     "camera_position_from_spherical_angles",
     "focal_from_fov",
     "image_coords_to_ndc",
+    "image_hw",
     "intrinsics_from_fov",
     "look_at_rotation",
     "look_at_view_transform",
@@ -43,6 +44,7 @@ __all__ = [
     "ndc_to_image_coords",
     "ndc_to_pixel",
     "opencv_to_pytorch3d_view",
+    "pixel_index_to_ndc",
     "pixel_to_ndc",
     "pytorch3d_view_to_opencv",
     "view_to_world",
@@ -86,11 +88,13 @@ def _check_last2(x: object, name: str) -> None:
         raise ValueError(f"Expected {name} to be of shape (..., 2), got {shape}")
 
 
-def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """(H, W) from an int S (square) or an (H, W) pair."""
     if isinstance(image_size, int):
         return image_size, image_size
-    h, w = (int(s) for s in image_size)
-    return h, w
+    if len(image_size) != 2:
+        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    return int(image_size[0]), int(image_size[1])
 
 
 def _as_batch(value: float | torch.Tensor, n: int, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -114,7 +118,7 @@ def ndc_to_image_coords(xy_ndc: torch.Tensor, image_size: int | Sequence[int] | 
         (..., 2) with each axis in [-1, 1] over its own image side.
     """
     _check_last2(xy_ndc, "xy_ndc")
-    h, w = (1, 1) if image_size is None else _image_hw(image_size)
+    h, w = (1, 1) if image_size is None else image_hw(image_size)
     s = min(h, w)
     factor = xy_ndc.new_tensor([-s / w, -s / h])
     return xy_ndc * factor
@@ -130,7 +134,7 @@ def image_coords_to_ndc(xy_img: torch.Tensor, image_size: int | Sequence[int] | 
         (..., 2)
     """
     _check_last2(xy_img, "xy_img")
-    h, w = (1, 1) if image_size is None else _image_hw(image_size)
+    h, w = (1, 1) if image_size is None else image_hw(image_size)
     s = min(h, w)
     factor = xy_img.new_tensor([-w / s, -h / s])
     return xy_img * factor
@@ -148,7 +152,7 @@ def ndc_to_pixel(xy_ndc: torch.Tensor, image_size: int | Sequence[int]) -> torch
         (..., 2)
     """
     _check_last2(xy_ndc, "xy_ndc")
-    h, w = _image_hw(image_size)
+    h, w = image_hw(image_size)
     s = min(h, w)
     return (xy_ndc.new_tensor([w - 1.0, h - 1.0]) - s * xy_ndc) * 0.5
 
@@ -163,9 +167,24 @@ def pixel_to_ndc(uv: torch.Tensor, image_size: int | Sequence[int]) -> torch.Ten
         (..., 2)
     """
     _check_last2(uv, "uv")
-    h, w = _image_hw(image_size)
+    h, w = image_hw(image_size)
     s = min(h, w)
     return (uv.new_tensor([w - 1.0, h - 1.0]) - 2.0 * uv) / s
+
+
+def pixel_index_to_ndc(
+    index: torch.Tensor, size: int, other: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """NDC coordinate of the centres of pixels `index` (columns, or rows) along an image side of `size` pixels,
+    the other side having `other`: `(size - 1 - 2 index) / min(size, other)`, evaluated in the order of
+    PyTorch3D's PixToNonSquareNdc so that the rasterizers match it bit for bit.
+
+    Args:
+        index: integer tensor of any shape. Returns: same shape, `dtype`.
+    """
+    off = size / other if size > other else 1.0
+    rev = (size - 1 - index).to(dtype)
+    return -off + (2.0 * off * rev + off) / size
 
 
 def ndc_pixel_centers(
@@ -176,13 +195,12 @@ def ndc_pixel_centers(
     """NDC (x, y) of every pixel centre, as the rasterizers sample them.
 
     Returns:
-        (H, W, 2) with `[i, j] = ((W - 2 j - 1) / S, (H - 2 i - 1) / S)`.
+        (H, W, 2) with `[i, j] = ((W - 2 j - 1) / S, (H - 2 i - 1) / S)`, S = min(H, W).
     """
-    h, w = _image_hw(image_size)
-    s = min(h, w)
-    y = (h - 1 - 2 * torch.arange(h, dtype=dtype, device=device)) / s  # (H,)
-    x = (w - 1 - 2 * torch.arange(w, dtype=dtype, device=device)) / s  # (W,)
-    return torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1)
+    h, w = image_hw(image_size)
+    x = pixel_index_to_ndc(torch.arange(w, device=device), w, h, dtype)  # (W,)
+    y = pixel_index_to_ndc(torch.arange(h, device=device), h, w, dtype)  # (H,)
+    return torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)
 
 
 def opencv_to_pytorch3d_view(points: torch.Tensor) -> torch.Tensor:
@@ -515,7 +533,7 @@ class FoVPerspectiveCameras(_Cameras):
 
         Projecting `pytorch3d_view_to_opencv(view points)` with K gives `ndc_to_pixel(transform_points)`.
         """
-        h, w = _image_hw(image_size)
+        h, w = image_hw(image_size)
         s = min(h, w)
         t = self._tan_half
         K = torch.zeros(t.shape[0], 3, 3, dtype=t.dtype, device=t.device)

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from .backend import resolve_backend
+from .cameras import image_hw, pixel_index_to_ndc
 
 _EPS = 1e-8  # PyTorch3D kEpsilon (csrc/utils/geometry_utils.h)
 _CLIP_EPS = 1e-5  # BarycentricClipForward sum clamp (csrc/utils/geometry_utils.h)
@@ -81,36 +82,9 @@ class PixelFaceCandidates(NamedTuple):
     dists: Tensor
 
 
-def image_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """(H, W) from an int or a pair."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if len(image_size) != 2:
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
-
-
 def _ndc_half_range(s1: int, s2: int) -> float:
     """Half the NDC extent of an image side of s1 pixels when the other side has s2 (shorter side -> 1)."""
     return s1 / s2 if s1 > s2 else 1.0
-
-
-def _pix_to_ndc(idx: Tensor, s1: int, s2: int, dtype: torch.dtype) -> Tensor:
-    """NDC centre of reversed pixel index `idx` (= S-1-j) on a side of s1 pixels (PixToNonSquareNdc order)."""
-    off = _ndc_half_range(s1, s2)
-    return -off + (2.0 * off * idx.to(dtype) + off) / s1
-
-
-def pixel_centers_ndc(
-    image_size: int | tuple[int, int], dtype: torch.dtype = torch.float32, device=None
-) -> Tensor:
-    """NDC (x, y) of every pixel centre, (H, W, 2); row 0 is the top (+y), col 0 the left (+x)."""
-    H, W = image_hw(image_size)
-    cols = torch.arange(W, device=device)
-    rows = torch.arange(H, device=device)
-    x = _pix_to_ndc(W - 1 - cols, W, H, dtype)  # (W,)
-    y = _pix_to_ndc(H - 1 - rows, H, W, dtype)  # (H,)
-    return torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)
 
 
 def _edge(px: Tensor, py: Tensor, ax: Tensor, ay: Tensor, bx: Tensor, by: Tensor) -> Tensor:
@@ -230,7 +204,7 @@ def _face_pixel_rects(fv: Tensor, H: int, W: int, sr: float, valid: Tensor) -> t
     xmax = fv[:, :, 0].amax(1) + sr
     ymin = fv[:, :, 1].amin(1) - sr
     ymax = fv[:, :, 1].amax(1) + sr
-    # inverse of _pix_to_ndc: reversed index = ((x + off) * S - off) / (2 off)
+    # inverse of pixel_index_to_ndc: reversed index = ((x + off) * S - off) / (2 off)
     # (a 1e-3 pixel margin absorbs rounding; the exact per-pixel bounding-box test happens in the evaluation)
     m = 1e-3
     cx_lo = torch.ceil(((xmin + ox) * W - ox) / (2 * ox) - m)
@@ -319,8 +293,8 @@ def _select_candidates(
             width = nw[face]
             i = i0[face] + torch.div(off, width, rounding_mode="floor")
             j = j0[face] + off % width
-            px = _pix_to_ndc(W - 1 - j, W, H, dtype)
-            py = _pix_to_ndc(H - 1 - i, H, W, dtype)
+            px = pixel_index_to_ndc(j, W, H, dtype)
+            py = pixel_index_to_ndc(i, H, W, dtype)
             f3 = fv[face]
             in_box = (
                 (px <= f3[:, :, 0].amax(1) + sr)
@@ -369,8 +343,8 @@ def rasterize_candidates(
         fv, N, F, H, W, blur_radius, faces_per_pixel, perspective_correct, clip, cull_backfaces, max_pairs
     )
     dtype = verts_ndc.dtype
-    px = _pix_to_ndc(W - 1 - pix % W, W, H, dtype)
-    py = _pix_to_ndc(H - 1 - torch.div(pix, W, rounding_mode="floor") % H, H, W, dtype)
+    px = pixel_index_to_ndc(pix % W, W, H, dtype)
+    py = pixel_index_to_ndc(torch.div(pix, W, rounding_mode="floor") % H, H, W, dtype)
     bary, z, sd = _PairValues.apply(fv, face, px, py, perspective_correct, clip, max_pairs)
     return PixelFaceCandidates(pix, face, rank, z, bary, sd)
 

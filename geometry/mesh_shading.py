@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as Fnn
 from torch import Tensor
 
+from .cameras import image_hw
 from .mesh_raster import (
     MAX_PAIRS,
     Fragments,
     _check_inputs,
     _ndc_half_range,
-    image_hw,
     rasterize_candidates,
     rasterize_meshes,
 )

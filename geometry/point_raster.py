@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 
 from geometry.backend import resolve_backend
-from geometry.cameras import pixel_to_ndc
+from geometry.cameras import image_hw, pixel_index_to_ndc, pixel_to_ndc
 from geometry.depth import unproject_depth
 
 _MAX_PAIRS = 1 << 22  # (pixel, point) pairs evaluated at once
@@ -75,28 +75,10 @@ class NovelView(NamedTuple):
 # helpers
 
 
-def _image_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if len(image_size) != 2:
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
-
-
 def _check(t: torch.Tensor, name: str, shape: tuple, expected: str) -> None:
     ok = t.dim() == len(shape) and all(s is None or t.shape[d] == s for d, s in enumerate(shape))
     if not ok:
         raise ValueError(f"Expected {name} to be of shape {expected}, got {tuple(t.shape)}")
-
-
-def pixel_centers_ndc(
-    H: int, W: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """NDC centres of the pixel columns (W,) and rows (H,): `x_j = (W-2j-1)/S`, `y_i = (H-2i-1)/S`."""
-    S = min(H, W)
-    xs = (W - 2 * torch.arange(W, dtype=torch.float64) - 1) / S
-    ys = (H - 2 * torch.arange(H, dtype=torch.float64) - 1) / S
-    return xs.to(dtype=dtype, device=device), ys.to(dtype=dtype, device=device)
 
 
 def _ndc_to_pix(x: torch.Tensor, y: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +208,7 @@ def rasterize_points(
     (pixel, point) pairs inside those boxes are evaluated, in chunks of `max_pairs` (see the module doc).
     """
     _check(points_ndc, "points_ndc", (None, None, 3), "(N, P, 3)")
-    H, W = _image_hw(image_size)
+    H, W = image_hw(image_size)
     N, P, _ = points_ndc.shape
     K = int(points_per_pixel)
     if resolve_backend(backend) == "pytorch3d":
@@ -237,7 +219,8 @@ def rasterize_points(
     x, y, z = pts.detach().unbind(-1)
     rd = r.detach()
     valid = _valid_from_lengths(N, P, lengths, device).reshape(-1) & (z >= 0) & torch.isfinite(z)
-    xs, ys = pixel_centers_ndc(H, W, dtype, device)
+    xs = pixel_index_to_ndc(torch.arange(W, device=device), W, H, dtype)  # (W,)
+    ys = pixel_index_to_ndc(torch.arange(H, device=device), H, W, dtype)  # (H,)
     u, v = _ndc_to_pix(x.double(), y.double(), H, W)
     half = rd.double() * min(H, W) / 2
     r2 = rd * rd
@@ -454,7 +437,7 @@ def capnet_mask_projection(
         (B, 1, H, W) mask in [0, 1).
     """
     _check(points_2d, "points_2d", (None, None, 2), "(B, P, 2)")
-    H, W = _image_hw(image_size)
+    H, W = image_hw(image_size)
     B, P, _ = points_2d.shape
     u, v = _points_2d_to_pix(points_2d, H, W, coords)
     valid = _valid_from_lengths(B, P, lengths, points_2d.device)
@@ -505,7 +488,7 @@ def differ_feature_projection(
     _check(points_ndc, "points_ndc", (None, None, 3), "(B, P, 3)")
     B, P, _ = points_ndc.shape
     _check(features, "features", (B, P, None), "(B, P, C)")
-    H, W = _image_hw(image_size)
+    H, W = image_hw(image_size)
     C = features.shape[-1]
     u, v = _ndc_to_pix(points_ndc[..., 0], points_ndc[..., 1], H, W)
     z = points_ndc[..., 2].reshape(-1)
@@ -579,7 +562,7 @@ def render_depth_novel_view(
     _check(K_target, "K_target", (B, 3, 3), "(B, 3, 3)")
     if features is not None:
         _check(features, "features", (B, None, H, W), "(B, C, H, W)")
-    Ht, Wt = (H, W) if image_size is None else _image_hw(image_size)
+    Ht, Wt = (H, W) if image_size is None else image_hw(image_size)
 
     ok = (torch.isfinite(depth) & (depth > 0)).reshape(B, H * W)
     d = torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.ones_like(depth))

@@ -18,7 +18,9 @@ def test_every_experiment_composes():
 
 
 def test_overrides_are_typed_and_interpolated():
-    cfg = compose("gp2_synthetic", ["seed=7", "model.lr=3e-4", "trainer.max_epochs=2", "model.alignments=[none]"])
+    cfg = compose(
+        "gp2_synthetic", ["seed=7", "model.lr=3e-4", "trainer.max_epochs=2", "model.alignments=[none]"]
+    )
     assert cfg.seed == 7 and cfg.model.lr == pytest.approx(3e-4) and cfg.trainer.max_epochs == 2
     assert list(cfg.model.alignments) == ["none"]
     # the data entries take the run's seed through ${seed}

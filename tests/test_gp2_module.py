@@ -62,7 +62,9 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path):
 
 def test_training_step_loss_is_finite_with_nan_depth():
     module = GP2Module(log_images=0)
-    ds = SyntheticDepth(split="train", num_samples=2, image_size=(32, 32), uts_fraction=0.5, utss_fraction=0.5)
+    ds = SyntheticDepth(
+        split="train", num_samples=2, image_size=(32, 32), uts_fraction=0.5, utss_fraction=0.5
+    )
     batch = collate_depth([ds[0], ds[1]])
     batch["depth"][0, 0, :4] = float("nan")
     batch["valid"][0, 0, :4] = True  # even a wrongly "valid" NaN must not reach the loss

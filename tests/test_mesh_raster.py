@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from geometry.backend import pytorch3d_available
+from geometry.cameras import ndc_pixel_centers
 from geometry.mesh_raster import (
     Fragments,
-    pixel_centers_ndc,
     rasterize_candidates,
     rasterize_meshes,
 )
@@ -57,7 +57,7 @@ def dense_rasterize(verts_ndc, faces, H, W, blur, K, persp, clip, cull):
     N = verts_ndc.shape[0]
     F = faces.shape[0]
     fv = verts_ndc[:, faces]  # (N, F, 3, 3)
-    centers = pixel_centers_ndc((H, W), dtype=verts_ndc.dtype).reshape(-1, 2)  # (P, 2)
+    centers = ndc_pixel_centers((H, W), dtype=verts_ndc.dtype).reshape(-1, 2)  # (P, 2)
     px = centers[None, :, None, 0]  # (1, P, 1)
     py = centers[None, :, None, 1]
     x = fv[..., 0][:, None]  # (N, 1, F, 3)
@@ -279,7 +279,7 @@ def test_square_area_square_image_with_rotation():
 def test_tilted_plane_depth_ortho_exact():
     verts, faces = quad(-0.9, 0.8, -0.7, 0.95, lambda x, y: 2 + 0.3 * x - 0.2 * y, dtype=torch.float64)
     fr = rasterize_meshes(verts, faces, 32)
-    centers = pixel_centers_ndc(32, dtype=torch.float64)
+    centers = ndc_pixel_centers(32, dtype=torch.float64)
     z_true = 2 + 0.3 * centers[..., 0] - 0.2 * centers[..., 1]
     hit = fr.pix_to_face[0, ..., 0] >= 0
     assert hit.sum() > 600
@@ -296,7 +296,7 @@ def test_tilted_plane_depth_perspective_exact():
     Z = (cst - xy_view @ n[:2]) / n[2]
     verts = torch.cat([xy_view / (Z[:, None] * t), Z[:, None]], -1)[None]
     fr = rasterize_meshes(verts, torch.tensor([[0, 1, 2], [0, 2, 3]]), 24, perspective_correct=True)
-    centers = pixel_centers_ndc(24, dtype=torch.float64)
+    centers = ndc_pixel_centers(24, dtype=torch.float64)
     z_true = cst / (n[0] * centers[..., 0] * t + n[1] * centers[..., 1] * t + n[2])
     hit = fr.pix_to_face[0, ..., 0] >= 0
     assert hit.sum() > 200
@@ -312,7 +312,7 @@ def test_sphere_depth_matches_analytic():
     r, zc = 0.8, 3.0
     v = (verts * r + torch.tensor([0.0, 0.0, zc]))[None]  # orthographic: NDC xy = view xy
     fr = rasterize_meshes(v, faces, 64)
-    centers = pixel_centers_ndc(64)
+    centers = ndc_pixel_centers(64)
     rho2 = (centers**2).sum(-1)
     hit = fr.pix_to_face[0, ..., 0] >= 0
     core = rho2 < (0.9 * r) ** 2

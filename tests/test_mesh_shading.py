@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from geometry.mesh_raster import Fragments, pixel_centers_ndc, rasterize_meshes
+from geometry.cameras import ndc_pixel_centers
+from geometry.mesh_raster import Fragments, rasterize_meshes
 from geometry.mesh_shading import (
     default_blur_radius,
     face_attributes_from_verts,
@@ -208,7 +209,7 @@ def test_interpolate_linear_attributes_exact_ortho_and_perspective():
         vals = interpolate_face_attributes(
             fr.pix_to_face, fr.bary_coords, face_attributes_from_verts(attr, faces)
         )
-        c = pixel_centers_ndc(16, dtype=torch.float64)
+        c = ndc_pixel_centers(16, dtype=torch.float64)
         z = fr.zbuf[0, ..., 0]
         xv = c[..., 0] * z * t if persp else c[..., 0] * 2
         yv = c[..., 1] * z * t if persp else c[..., 1] * 2
@@ -225,7 +226,7 @@ def ramp_fragments():
     verts = torch.tensor([[[-0.8, -0.7, 2.0], [0.75, -0.8, 2.0], [0.7, 0.8, 2.0], [-0.85, 0.6, 2.0]]])
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     fr = rasterize_meshes(verts, faces, 16)
-    c = pixel_centers_ndc(16)
+    c = ndc_pixel_centers(16)
     return verts, faces, fr, c
 
 
@@ -281,7 +282,7 @@ def test_vertex_visibility_sphere(method):
     assert vis[0, front].all(), f"{int((~vis[0, front]).sum())} front vertices hidden"
     assert not vis[0, back].any(), f"{int(vis[0, back].sum())} back vertices visible"
     row, col = ndc_to_pixel_index(v[0, :, :2], 96)
-    centers = pixel_centers_ndc(96)
+    centers = ndc_pixel_centers(96)
     assert torch.allclose(centers[row, col], v[0, :, :2], atol=1 / 96 + 1e-6), "vertex -> pixel lookup"
 
 

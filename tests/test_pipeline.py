@@ -125,7 +125,12 @@ def test_offline_sweep_of_two_runs(tmp_path, monkeypatch, capsys):
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "experiments", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -139,7 +144,10 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert trained["global_step"] == 2  # 16 samples, batch 4 per process, 2 processes
     ckpt = tmp_path / "ddp_train" / "checkpoints" / "last.ckpt"
     single = evaluate(compose("gp2_synthetic", tiny(tmp_path / "single", "logger=csv", f"ckpt_path={ckpt}")))
-    r = _cli(["eval", "gp2_synthetic", *tiny(tmp_path / "ddp_eval", "logger=csv", f"ckpt_path={ckpt}", *ddp)], tmp_path)
+    r = _cli(
+        ["eval", "gp2_synthetic", *tiny(tmp_path / "ddp_eval", "logger=csv", f"ckpt_path={ckpt}", *ddp)],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     both = json.loads((tmp_path / "ddp_eval" / "metrics.json").read_text())
     assert set(both["val"]) == set(single["val"])
@@ -161,4 +169,6 @@ def test_unknown_reader_lists_the_available_ones(tmp_path, capsys):
     args = tiny(tmp_path / "run", "logger=csv", "data.val=[{reader: nyuv2, split: test}]")
     assert main(["train", "gp2_synthetic", *args]) == 2
     err = capsys.readouterr().err
-    assert "unknown dataset reader 'nyuv2'" in err and "did you mean 'nyu'" in err and "synthetic_depth" in err
+    assert (
+        "unknown dataset reader 'nyuv2'" in err and "did you mean 'nyu'" in err and "synthetic_depth" in err
+    )

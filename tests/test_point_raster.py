@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from geometry.cameras import ndc_pixel_centers
 from geometry.point_raster import (
     PointFragments,
     alpha_composite,
@@ -36,9 +37,8 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> str:
 def dense_rasterize(points, H, W, radius, K, lengths=None):
     """Every (pixel, point) pair, then a sort of z per pixel. points (N,P,3), radius float or (N,P)."""
     N, P, _ = points.shape
-    S = min(H, W)
-    xs = torch.tensor([(W - 2 * j - 1) / S for j in range(W)], dtype=torch.float64).to(points.dtype)
-    ys = torch.tensor([(H - 2 * i - 1) / S for i in range(H)], dtype=torch.float64).to(points.dtype)
+    centers = ndc_pixel_centers((H, W), points.dtype)  # (H, W, 2), the suite's one pixel-centre convention
+    xs, ys = centers[0, :, 0], centers[:, 0, 1]
     r = radius if isinstance(radius, torch.Tensor) else torch.full((N, P), radius, dtype=points.dtype)
     idx = torch.full((N, H, W, K), -1, dtype=torch.long)
     zbuf = torch.full((N, H, W, K), -1.0, dtype=points.dtype)

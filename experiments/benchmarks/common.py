@@ -7,7 +7,6 @@ Recommended keys: "bench", "case", "impl", "fwd_ms", "fwd_bwd_ms", "peak_mb", "n
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import time
 from collections.abc import Callable
 
@@ -34,20 +33,26 @@ def time_ms(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> floa
     return times[len(times) // 2]
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise KeyError(field)
 
 
 def _child(fn, q):  # pragma: no cover - runs in a forked process
     # GNU OpenMP is not fork-safe: a parallel region in a child forked after the parent used its thread pool
     # hangs. One thread runs torch's ops inline (no OpenMP region); the peak memory is the same.
     torch.set_num_threads(1)
-    base = _rss_mb()
+    # A forked child inherits the parent's peak RSS: reset the high-water mark to the current RSS first
+    # (Linux >= 4.0, /proc/PID/clear_refs value 5), then read it back after the call.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_mb("VmRSS")
     fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
-    q.put(peak - base)
+    q.put(_status_mb("VmHWM") - base)
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:

@@ -16,7 +16,8 @@ import torch
 
 from experiments.benchmarks.common import peak_memory_mb, print_table, time_ms
 from geometry.backend import pytorch3d_available
-from geometry.mesh_raster import pixel_centers_ndc, rasterize_meshes
+from geometry.cameras import ndc_pixel_centers
+from geometry.mesh_raster import rasterize_meshes
 from geometry.mesh_shading import default_blur_radius, mesh_soft_silhouette, soft_silhouette
 
 SIGMA = 1e-4
@@ -116,7 +117,7 @@ def dense_soft_silhouette(
     Evaluated per view in pixel chunks of DENSE_MAX_PAIRS_PER_CHUNK (pixel, face) pairs so it runs at all.
     """
     blur = default_blur_radius(sigma)
-    c = pixel_centers_ndc(size).reshape(-1, 2)
+    c = ndc_pixel_centers(size).reshape(-1, 2)
     out = []
     for v in verts_ndc:
         fv = v[faces]  # (F, 3, 3)

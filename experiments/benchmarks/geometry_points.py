@@ -12,7 +12,8 @@ import torch
 
 from experiments.benchmarks.common import peak_memory_mb, print_table, time_ms
 from geometry.backend import pytorch3d_available
-from geometry.point_raster import PointFragments, alpha_composite, pixel_centers_ndc, rasterize_points
+from geometry.cameras import ndc_pixel_centers
+from geometry.point_raster import PointFragments, alpha_composite, rasterize_points
 
 BATCH, K = 8, 8
 DENSE_MAX_ELEMENTS = {"cpu": 6e7, "cuda": 1.5e9}  # N*H*W*P pairs above which the dense reference is skipped
@@ -21,7 +22,8 @@ DENSE_MAX_ELEMENTS = {"cpu": 6e7, "cuda": 1.5e9}  # N*H*W*P pairs above which th
 def dense_rasterize_points(points: torch.Tensor, size: int, radius: float, k: int) -> PointFragments:
     """Every (pixel, point) pair at once: (N, H, W, P) distances, then top-k of z. The baseline."""
     N, P, _ = points.shape
-    xs, ys = pixel_centers_ndc(size, size, points.dtype, points.device)
+    c = ndc_pixel_centers(size, points.dtype, points.device)
+    xs, ys = c[0, :, 0], c[:, 0, 1]
     x, y, z = points.unbind(-1)
     dx = xs.view(1, 1, -1, 1) - x.view(N, 1, 1, P)
     dy = ys.view(1, -1, 1, 1) - y.view(N, 1, 1, P)
