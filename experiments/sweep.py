@@ -86,6 +86,11 @@ def expand(spec: dict, count: int | None = None, seed: int = 0) -> list[dict[str
     return [{k: _sample(p, rng) for k, p in params.items()} for _ in range(n)]
 
 
+def as_overrides(params: dict[str, Any]) -> list[str]:
+    """A run's {dotted key: value} (less `exp`) as command-line overrides; JSON is valid YAML flow style."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items() if k != "exp"]
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -101,9 +106,7 @@ def run_offline(
     # Validate every run's config before training any of them.
     cfgs = []
     for i, params in enumerate(runs):
-        overrides = [
-            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in params.items() if k != "exp"
-        ]
+        overrides = as_overrides(params)
         overrides += list(extra or []) + [f"run_dir={root / f'run{i:02d}'}", f"logger.group={root.name}"]
         cfgs.append(compose(params["exp"], overrides))
     rows = []

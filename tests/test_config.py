@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from experiments.__main__ import main
 from experiments.config import ConfigError, compose, list_experiments
@@ -64,3 +65,40 @@ def test_cli_reports_config_errors_without_running(capsys):
     assert "Available: " in capsys.readouterr().err
     assert main(["train", "gp2_synthetic", "novalue"]) == 2
     assert "expected key=value" in capsys.readouterr().err
+
+
+def test_every_sweep_file_expands_to_valid_configs():
+    from experiments.sweep import as_overrides, expand, list_sweeps, load_sweep
+
+    assert {"gp2_uts_fraction", "gp2_loss_ablation", "gp2_backbones"} <= set(list_sweeps())
+    for name in list_sweeps():
+        _, spec = load_sweep(name)
+        runs = expand(spec)
+        assert len(runs) >= 2, name
+        for params in runs:
+            cfg = compose(params["exp"], as_overrides(params))
+            for k, v in params.items():
+                if k != "exp":
+                    node = OmegaConf.select(cfg, k)
+                    got = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+                    assert got == v, (name, k, got, v)
+    # W&B runs the same entry point with key=value arguments
+    _, spec = load_sweep("gp2_uts_fraction")
+    assert spec["command"][-1] == "${args_no_hyphens}" and "experiments" in spec["command"]
+
+
+def test_random_sweeps_sample_within_bounds():
+    from experiments.sweep import expand
+
+    spec = {
+        "method": "random",
+        "parameters": {
+            "exp": {"value": "gp2_synthetic"},
+            "model.lr": {"min": 1e-4, "max": 1e-2, "distribution": "log_uniform_values"},
+            "seed": {"min": 0, "max": 3, "distribution": "int_uniform"},
+        },
+    }
+    runs = expand(spec, count=20, seed=1)
+    assert len(runs) == 20 and expand(spec, count=20, seed=1) == runs
+    assert all(1e-4 <= r["model.lr"] <= 1e-2 and r["seed"] in range(4) for r in runs)
+    assert len({r["model.lr"] for r in runs}) == 20
