@@ -64,7 +64,12 @@ from geometry.mesh import (
     vertex_normals,
 )
 from geometry.mesh_io import load_obj, save_obj
-from geometry.mesh_losses import arap_energy, mesh_edge_loss, mesh_laplacian_smoothing, mesh_normal_consistency
+from geometry.mesh_losses import (
+    arap_energy,
+    mesh_edge_loss,
+    mesh_laplacian_smoothing,
+    mesh_normal_consistency,
+)
 from geometry.mesh_raster import Fragments, rasterize_meshes
 from geometry.mesh_shading import (
     hard_rgb_blend,

@@ -6,11 +6,19 @@ import torch
 
 # Viridis anchor colours at 0, 0.25, 0.5, 0.75, 1 (matplotlib's viridis sampled at those points).
 _VIRIDIS = torch.tensor(
-    [[0.267, 0.005, 0.329], [0.229, 0.322, 0.546], [0.128, 0.567, 0.551], [0.369, 0.789, 0.383], [0.993, 0.906, 0.144]]
+    [
+        [0.267, 0.005, 0.329],
+        [0.229, 0.322, 0.546],
+        [0.128, 0.567, 0.551],
+        [0.369, 0.789, 0.383],
+        [0.993, 0.906, 0.144],
+    ]
 )
 
 
-def colorize(x: torch.Tensor, valid: torch.Tensor | None = None, lo: float | None = None, hi: float | None = None):
+def colorize(
+    x: torch.Tensor, valid: torch.Tensor | None = None, lo: float | None = None, hi: float | None = None
+):
     """Map a (H, W) map to a (3, H, W) viridis image in [0, 1]; invalid pixels black.
 
     lo/hi default to the 2nd/98th percentiles of the valid values.

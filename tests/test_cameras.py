@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,34 +27,12 @@ from geometry.cameras import (
     world_to_view,
 )
 from geometry.rotations import axis_angle_to_matrix
+from helpers import assert_close, load_reference_tensors
 
-REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d"
 MESH_FILES = ["mesh_sil_ico2_persp_64", "mesh_sil_ico2_ortho_64", "mesh_sil_ico3deformed_persp_64"]
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=2e-6, rtol=2e-6)}
+# float32 values of O(1) against PyTorch3D: a tighter rtol than TOL[torch.float32]
+TOL32 = dict(atol=2e-6, rtol=2e-6)
 SIZES = [(64, 64), (48, 64), (64, 40), (1, 3)]
-
-
-def assert_close(
-    actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str = ""
-) -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    diff = (actual - expected).abs()
-    bad = diff > atol + rtol * expected.abs()
-    if bool(bad.any()):
-        idx = tuple(int(i) for i in (bad.nonzero()[0]))
-        raise AssertionError(
-            f"{what}: max |diff| {diff.max().item():.3e} (allowed {atol:.1e} + {rtol:.1e}*|ref|), "
-            f"{int(bad.sum())} bad of {bad.numel()}, first at {idx}: "
-            f"{actual[idx].item()} vs {expected[idx].item()}"
-        )
-
-
-def _load(name: str) -> dict[str, torch.Tensor]:
-    path = REF_DIR / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"reference file {path} not found")
-    with np.load(path) as d:
-        return {k: torch.from_numpy(d[k]) for k in d.files if k != "meta_json"}
 
 
 def _camera_for(name: str, d: dict[str, torch.Tensor], R: torch.Tensor, T: torch.Tensor):
@@ -70,21 +46,20 @@ def _camera_for(name: str, d: dict[str, torch.Tensor], R: torch.Tensor, T: torch
 # ------------------------------------------------------------------------------------------- look at
 @pytest.mark.parametrize("name", MESH_FILES)
 def test_look_at_matches_reference(name):
-    d = _load(name)
+    d = load_reference_tensors(name)
     R, T = look_at_view_transform(d["dist"], d["elev"], d["azim"])
-    tol = TOL[torch.float32]
-    assert_close(R, d["R"], **tol, what=f"{name} R")
-    assert_close(T, d["T"], **tol, what=f"{name} T")
+    assert_close(R, d["R"], **TOL32, what=f"{name} R")
+    assert_close(T, d["T"], **TOL32, what=f"{name} T")
     w2v = d["world_to_view"]
-    assert_close(w2v[:, :3, :3], R, **tol, what="world_to_view rotation block")
-    assert_close(w2v[:, 3, :3], T, **tol, what="world_to_view translation row")
+    assert_close(w2v[:, :3, :3], R, **TOL32, what="world_to_view rotation block")
+    assert_close(w2v[:, 3, :3], T, **TOL32, what="world_to_view translation row")
 
 
 def test_look_at_points_file():
-    d = _load("points_ortho_64")
+    d = load_reference_tensors("points_ortho_64")
     R, T = look_at_view_transform([3.0, 3.0], [0.0, 30.0], [0.0, 60.0])  # views of README section 3
-    assert_close(R, d["R"], **TOL[torch.float32], what="points R")
-    assert_close(T, d["T"], **TOL[torch.float32], what="points T")
+    assert_close(R, d["R"], **TOL32, what="points R")
+    assert_close(T, d["T"], **TOL32, what="points T")
 
 
 def test_look_at_analytic():
@@ -137,9 +112,9 @@ def test_gradcheck_look_at():
 # --------------------------------------------------------------------------------- world -> NDC (z_view)
 @pytest.mark.parametrize("name", MESH_FILES)
 def test_world_to_ndc_matches_verts_ndc(name):
-    d = _load(name)
+    d = load_reference_tensors(name)
     cam = _camera_for(name, d, d["R"], d["T"])
-    tol = TOL[torch.float32]
+    tol = TOL32
     assert_close(
         cam.transform_points(d["verts"]),
         d["verts_ndc"],
@@ -147,7 +122,7 @@ def test_world_to_ndc_matches_verts_ndc(name):
         rtol=4 * tol["rtol"],
         what=f"{name} verts_ndc",
     )
-    assert_close(cam.projection_matrix(), d["projection"], **tol, what=f"{name} projection")
+    assert_close(cam.projection_matrix(), d["projection"], **TOL32, what=f"{name} projection")
     # full_projection = world_to_view @ projection (row vectors)
     assert_close(
         d["world_to_view"] @ cam.projection_matrix(),
@@ -159,15 +134,15 @@ def test_world_to_ndc_matches_verts_ndc(name):
 
 
 def test_world_to_ndc_matches_points_ndc():
-    d = _load("points_ortho_64")
+    d = load_reference_tensors("points_ortho_64")
     cam = FoVOrthographicCameras(d["R"], d["T"])  # default bounds +-1
-    assert_close(cam.transform_points(d["points"]), d["points_ndc"], **TOL[torch.float32], what="points_ndc")
+    assert_close(cam.transform_points(d["points"]), d["points_ndc"], **TOL32, what="points_ndc")
 
 
 @pytest.mark.parametrize("name", ["mesh_sil_ico2_persp_64", "mesh_sil_ico2_ortho_64"])
 def test_rasterized_surface_point_lands_on_its_pixel(name):
     """A world point on the face the rasterizer found at pixel (i, j) projects to pixel centre (j, i)."""
-    d = _load(name)
+    d = load_reference_tensors(name)
     cam = _camera_for(name, d, d["R"], d["T"])
     n, F_ = d["R"].shape[0], d["faces"].shape[0]
     view_idx, rows, cols = torch.nonzero(d["hard_pix_to_face"] >= 0, as_tuple=True)
@@ -253,11 +228,10 @@ def test_pixel_centers_match_readme_formula(hw):
 def test_conversions_are_inverses(hw):
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(5, 7, 2, generator=g, dtype=torch.float64) * 4 - 2
-    tol = TOL[torch.float64]
-    assert_close(pixel_to_ndc(ndc_to_pixel(xy, hw), hw), xy, **tol, what="pixel o ndc")
-    assert_close(ndc_to_pixel(pixel_to_ndc(xy, hw), hw), xy, **tol, what="ndc o pixel")
-    assert_close(image_coords_to_ndc(ndc_to_image_coords(xy, hw), hw), xy, **tol, what="img o ndc")
-    assert_close(ndc_to_image_coords(image_coords_to_ndc(xy, hw), hw), xy, **tol, what="ndc o img")
+    assert_close(pixel_to_ndc(ndc_to_pixel(xy, hw), hw), xy, what="pixel o ndc")
+    assert_close(ndc_to_pixel(pixel_to_ndc(xy, hw), hw), xy, what="ndc o pixel")
+    assert_close(image_coords_to_ndc(ndc_to_image_coords(xy, hw), hw), xy, what="img o ndc")
+    assert_close(ndc_to_image_coords(image_coords_to_ndc(xy, hw), hw), xy, what="ndc o img")
 
 
 @pytest.mark.parametrize("hw", SIZES)
@@ -318,14 +292,12 @@ def test_intrinsics_camera_equals_fov_camera(hw):
     X = torch.randn(2, 20, 3, generator=g, dtype=torch.float64)
     fov_cam = FoVPerspectiveCameras(R, T, fov=torch.tensor([50.0, 70.0], dtype=torch.float64))
     k_cam = IntrinsicsCameras(R, T, fov_cam.intrinsics(hw), hw)
-    tol = TOL[torch.float64]
-    assert_close(k_cam.transform_points(X), fov_cam.transform_points(X), **tol, what="K camera vs FoV camera")
+    assert_close(k_cam.transform_points(X), fov_cam.transform_points(X), what="K camera vs FoV camera")
     # pixels from NDC equal pixels from K in the OpenCV frame
     uvw = opencv_to_pytorch3d_view(fov_cam.world_to_view(X)) @ fov_cam.intrinsics(hw).transpose(1, 2)
     assert_close(
         ndc_to_pixel(fov_cam.transform_points(X)[..., :2], hw),
         uvw[..., :2] / uvw[..., 2:],
-        **tol,
         what="ndc_to_pixel vs K",
     )
 
@@ -349,14 +321,11 @@ def _cameras64():
 def test_unproject_points_inverts_transform_points(cam):
     X = torch.randn(2, 30, 3, dtype=torch.float64)
     ndc = cam.transform_points(X)
-    tol = TOL[torch.float64]
-    assert_close(cam.unproject_points(ndc), X, **tol, what="world round trip")
-    assert_close(cam.unproject_points(ndc, world_coordinates=False), cam.world_to_view(X), **tol, what="view")
-    assert_close(view_to_world(world_to_view(X, cam.R, cam.T), cam.R, cam.T), X, **tol, what="view_to_world")
+    assert_close(cam.unproject_points(ndc), X, what="world round trip")
+    assert_close(cam.unproject_points(ndc, world_coordinates=False), cam.world_to_view(X), what="view")
+    assert_close(view_to_world(world_to_view(X, cam.R, cam.T), cam.R, cam.T), X, what="view_to_world")
     # (P, 3) points are shared by all cameras
-    assert_close(
-        cam.transform_points(X[0]), cam.transform_points(X[0].expand(2, -1, -1)), **tol, what="shared"
-    )
+    assert_close(cam.transform_points(X[0]), cam.transform_points(X[0].expand(2, -1, -1)), what="shared")
 
 
 @pytest.mark.parametrize("idx", [0, 1, 2], ids=["persp", "ortho", "K"])
@@ -418,21 +387,13 @@ def test_weak_perspective_analytic_and_equivalent_orthographic():
     )
     Xr = torch.randn(2, 25, 3, dtype=torch.float64)
     ortho = cam.to_orthographic()
-    tol = TOL[torch.float64]
-    assert_close(
-        ortho.transform_points(Xr), cam.transform_points(Xr), **tol, what="weak persp == FoVOrthographic"
-    )
-    assert_close(
-        ndc_to_image_coords(ortho.transform_points(Xr)[..., :2]), cam.project(Xr), **tol, what="to image"
-    )
-    assert_close(
-        torch.linalg.det(ortho.R), torch.ones(2, dtype=torch.float64), **tol, what="ortho R is a rotation"
-    )
+    assert_close(ortho.transform_points(Xr), cam.transform_points(Xr), what="weak persp == FoVOrthographic")
+    assert_close(ndc_to_image_coords(ortho.transform_points(Xr)[..., :2]), cam.project(Xr), what="to image")
+    assert_close(torch.linalg.det(ortho.R), torch.ones(2, dtype=torch.float64), what="ortho R is a rotation")
     # non-square image: NDC of the image coordinates through the shared conversion
     assert_close(
         cam.transform_points(Xr, (40, 64))[..., :2],
         image_coords_to_ndc(cam.project(Xr), (40, 64)),
-        **tol,
         what="non-square",
     )
 
@@ -476,7 +437,7 @@ def test_cuda_matches_cpu():
     R, T = look_at_view_transform(dist, elev, azim)
     assert R.device.type == "cuda"
     R_cpu, T_cpu = look_at_view_transform(dist.cpu(), elev.cpu(), azim.cpu())
-    assert_close(R.cpu(), R_cpu, **TOL[torch.float32], what="cuda R")
+    assert_close(R.cpu(), R_cpu, **TOL32, what="cuda R")
     X = torch.randn(2, 50, 3)
     ndc = FoVPerspectiveCameras(R, T, fov=45.0).transform_points(X.cuda())
     assert_close(

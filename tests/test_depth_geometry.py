@@ -15,24 +15,9 @@ from geometry.depth import (
     unproject_depth_fov,
     valid_points_padded,
 )
+from helpers import TOL, assert_close
 
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
 DTYPES = [torch.float32, torch.float64]
-
-
-def assert_close(
-    actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str = ""
-) -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    diff = (actual - expected).abs()
-    bad = diff > atol + rtol * expected.abs()
-    if bool(bad.any()):
-        idx = tuple(int(i) for i in (bad.nonzero()[0]))
-        raise AssertionError(
-            f"{what}: max |diff| {diff.max().item():.3e} (allowed {atol:.1e} + {rtol:.1e}*|ref|), "
-            f"{int(bad.sum())} bad of {bad.numel()}, first at {idx}: "
-            f"{actual[idx].item()} vs {expected[idx].item()}"
-        )
 
 
 def _K(dtype=torch.float64) -> torch.Tensor:
@@ -60,9 +45,9 @@ def test_project_unproject_round_trip(dtype, frame):
         rtol=0,
         what="pixels of unprojected depth",
     )
-    assert_close(z, depth.flatten(1), **tol, what="depth of unprojected depth")
+    assert_close(z, depth.flatten(1), what="depth of unprojected depth")
     # and the other way: unproject(project(points)) at those pixels gives the points back
-    assert_close(points[..., 2], depth.flatten(1), **tol, what="z is the depth (z-depth, not ray length)")
+    assert_close(points[..., 2], depth.flatten(1), what="z is the depth (z-depth, not ray length)")
 
 
 def test_pixel_grid_order_matches_flatten():

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from helpers import assert_close
 from losses.depth import (
     DEPTH_TYPES,
     LOSS_KINDS,
@@ -25,15 +26,7 @@ from losses.depth import (
     ssi_loss,
 )
 
-TOL = {torch.float32: dict(rtol=2e-5, atol=2e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
 DTYPES = (torch.float32, torch.float64)
-
-
-def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, **tol) -> None:
-    diff = (a - b).abs()
-    ok = torch.allclose(a, b, **tol)
-    where = int(diff.flatten().argmax()) if diff.numel() else -1
-    assert ok, f"{what}: max |diff| = {diff.max().item():.3e} at flat index {where}, shape {tuple(a.shape)}"
 
 
 def random_batch(B=4, H=5, W=7, dtype=torch.float64, p_valid=0.7, seed=0):
@@ -85,13 +78,13 @@ def test_pairwise_l1_matches_naive_values_and_gradients(dtype):
     target.requires_grad_(True)
     fast = pairwise_l1_loss(pred, target, mask)
     slow = pairwise_l1_naive(pred, target, mask)
-    assert_close(fast, slow, "pairwise L1 value", **TOL[dtype])
+    assert_close(fast, slow, "pairwise L1 value")
     assert fast[-1].item() == 0.0, "empty sample must give 0"
     up = torch.randn(fast.shape, dtype=dtype)  # same random upstream gradient through both paths
     gf = torch.autograd.grad((fast * up).sum(), (pred, target))
     gs = torch.autograd.grad((slow * up).sum(), (pred, target))
     for a, b, n in zip(gf, gs, ("pred", "target")):
-        assert_close(a, b, f"pairwise L1 grad wrt {n}", **TOL[dtype])
+        assert_close(a, b, f"pairwise L1 grad wrt {n}")
 
 
 def test_pairwise_l1_gradcheck():
@@ -103,8 +96,8 @@ def test_pairwise_l1_gradcheck():
 def test_pairwise_l1_shift_invariant_and_symmetric():
     pred, target, mask = random_batch()
     base = pairwise_l1_loss(pred, target, mask)
-    assert_close(pairwise_l1_loss(pred + 3.7, target, mask), base, "shift of pred", **TOL[torch.float64])
-    assert_close(pairwise_l1_loss(target, pred, mask), base, "swap pred/target", **TOL[torch.float64])
+    assert_close(pairwise_l1_loss(pred + 3.7, target, mask), base, "shift of pred")
+    assert_close(pairwise_l1_loss(target, pred, mask), base, "swap pred/target")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -113,13 +106,13 @@ def test_pairwise_l2_matches_naive_and_closed_form(dtype):
     pred.requires_grad_(True)
     fast = pairwise_l2_loss(pred, target, mask)
     slow = pairwise_l2_naive(pred, target, mask)
-    assert_close(fast, slow, "pairwise L2 value", **TOL[dtype])
+    assert_close(fast, slow, "pairwise L2 value")
     r = (pred - target)[0][mask[0]]
     closed = 2.0 * ((r**2).mean() - r.mean() ** 2)  # factor 2: ordered pairs
-    assert_close(fast[0], closed, "2 (mean r^2 - mean(r)^2)", **TOL[dtype])
+    assert_close(fast[0], closed, "2 (mean r^2 - mean(r)^2)")
     gf = torch.autograd.grad(fast.sum(), pred)[0]
     gs = torch.autograd.grad(slow.sum(), pred)[0]
-    assert_close(gf, gs, "pairwise L2 grad", **TOL[dtype])
+    assert_close(gf, gs, "pairwise L2 grad")
 
 
 # -------------------------------------------------------------------------------------------- pointwise
@@ -142,7 +135,7 @@ def test_pointwise_losses_against_per_sample_loop():
             "si_l2_half": si_l2_loss(pred, target, mask, lam=0.5)[b],
         }
         for k in expect:
-            assert_close(got[k], expect[k], f"{k} sample {b}", **TOL[torch.float64])
+            assert_close(got[k], expect[k], f"{k} sample {b}")
     for fn in (l1_loss, l2_loss, si_l1_loss, si_l2_loss):
         assert fn(pred, target, mask)[-1].item() == 0.0, f"{fn.__name__}: empty sample must give 0"
 
@@ -150,7 +143,7 @@ def test_pointwise_losses_against_per_sample_loop():
 def test_si_pointwise_shift_invariance():
     pred, target, mask = random_batch()
     for fn in (si_l1_loss, si_l2_loss):
-        assert_close(fn(pred - 2.5, target, mask), fn(pred, target, mask), fn.__name__, **TOL[torch.float64])
+        assert_close(fn(pred - 2.5, target, mask), fn(pred, target, mask), fn.__name__)
     assert (l1_loss(pred - 2.5, target, mask)[:-1] - l1_loss(pred, target, mask)[:-1]).abs().min() > 1e-3
 
 
@@ -195,7 +188,7 @@ def test_normalize_disparity_median_zero_mad_one():
         v = out[b][mask[b]]
         d = disp[b][mask[b]]
         expect = (d - d.median()) / (d - d.median()).abs().mean()
-        assert_close(v, expect, f"normalized disparity sample {b}", **TOL[torch.float64])
+        assert_close(v, expect, f"normalized disparity sample {b}")
     assert (out[~mask] == 0).all(), "masked pixels must be 0"
 
 
@@ -205,7 +198,7 @@ def test_si_loss_is_scale_invariant_and_zero_for_scaled_truth():
     exact = si_loss(-depth.log() + math.log(4.0), depth, mask)  # depth predicted up to a scale of 1/4
     assert exact.abs().max() < 1e-12, f"scaled truth gives {exact}"
     base = si_loss(pred, depth, mask)
-    assert_close(si_loss(pred + 1.3, depth * 7.0, mask), base, "scale invariance", **TOL[torch.float64])
+    assert_close(si_loss(pred + 1.3, depth * 7.0, mask), base, "scale invariance")
     assert base[:-1].min() > 0
 
 
@@ -213,8 +206,8 @@ def test_ssi_loss_scale_shift_invariant_in_target_and_scale_in_pred():
     pred, _, mask = random_batch()
     disp = torch.rand(pred.shape, dtype=pred.dtype) + 0.2
     base = ssi_loss(pred, disp, mask)
-    assert_close(ssi_loss(pred, 3.0 * disp + 5.0, mask), base, "target scale+shift", **TOL[torch.float64])
-    assert_close(ssi_loss(pred + 0.7, disp, mask), base, "pred disparity scale", **TOL[torch.float64])
+    assert_close(ssi_loss(pred, 3.0 * disp + 5.0, mask), base, "target scale+shift")
+    assert_close(ssi_loss(pred + 0.7, disp, mask), base, "pred disparity scale")
     exact = ssi_loss((2.0 * disp).log(), 4.0 * disp - 1.0, mask)
     assert exact.abs().max() < 1e-10, f"affine truth gives {exact}"
 
@@ -232,7 +225,7 @@ def test_ordinal_ranking_loss_by_hand():
         [e1, (math.log1p(math.exp(1.0)) + math.log1p(math.exp(1.0))) / 2], dtype=torch.float64
     )
     # sample 2, pair 2: A=(1,1) z=-1, B=(0,0) z=0: A nearer but rel=+1 -> log(1+exp(1)).
-    assert_close(got, expect, "ordinal loss", **TOL[torch.float64])
+    assert_close(got, expect, "ordinal loss")
     empty = ordinal_ranking_loss(y, torch.zeros(2, 3, 5))
     assert (empty == 0).all(), f"all-padding must give 0, got {empty}"
 
@@ -256,17 +249,13 @@ def test_mixture_composes_terms_by_depth_type():
     ssi_disp = ssi_loss(pred, target, mask)
     ordl = ordinal_ranking_loss(pred, ordinal)
     expect = torch.stack([si[0] + ssi_depth[0], si[1] + ssi_depth[1], ssi_disp[2], ordl[3]])
-    assert_close(got, expect, "mixture per sample", **TOL[torch.float64])
+    assert_close(got, expect, "mixture per sample")
     codes = torch.tensor([DEPTH_TYPES.index(t) for t in types])
-    assert_close(
-        gp2_mixture_loss(pred, target, mask, codes, ordinal), got, "codes vs names", **TOL[torch.float64]
-    )
+    assert_close(gp2_mixture_loss(pred, target, mask, codes, ordinal), got, "codes vs names")
     w = gp2_mixture_loss(
         pred, target, mask, types, ordinal, si_weight=2.0, ssi_weight=0.0, ordinal_weight=3.0
     )
-    assert_close(
-        w, torch.stack([2 * si[0], 2 * si[1], 0 * si[2], 3 * ordl[3]]), "weights", **TOL[torch.float64]
-    )
+    assert_close(w, torch.stack([2 * si[0], 2 * si[1], 0 * si[2], 3 * ordl[3]]), "weights")
 
 
 def test_mixture_gradients_finite_with_garbage_targets():
@@ -286,7 +275,7 @@ def test_gp2loss_module_selects_kind(kind):
     module = GP2Loss(kind=kind)
     got = module(pred, target, mask, types, ordinal)
     expect = gp2_mixture_loss(pred, target, mask, types, ordinal, kind=kind).mean()
-    assert_close(got, expect, f"GP2Loss({kind})", **TOL[torch.float64])
+    assert_close(got, expect, f"GP2Loss({kind})")
     assert got.dim() == 0
 
 

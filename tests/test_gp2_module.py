@@ -105,7 +105,9 @@ def test_network_and_loss_fit_a_fixed_batch():
     to under half its initial value in 40 AdamW steps (a broken decoder, loss sign or gradient fails)."""
     torch.manual_seed(0)
     module = GP2Module(log_images=0)
-    ds = SyntheticDepth(split="train", num_samples=4, image_size=(32, 32), uts_fraction=0.25, utss_fraction=0.25)
+    ds = SyntheticDepth(
+        split="train", num_samples=4, image_size=(32, 32), uts_fraction=0.25, utss_fraction=0.25
+    )
     batch = collate_depth([ds[i] for i in range(4)])
     opt = torch.optim.AdamW(module.parameters(), lr=2e-3)
     losses = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,33 +23,7 @@ from geometry.mesh import (
     uniform_laplacian,
     vertex_normals,
 )
-
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d"
-if not REF.exists():
-    REF = Path("/work/shared/reference/pytorch3d")
-# Tolerances from the dtype (kornia-style): values relative to their own scale.
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-
-
-def _ref(name: str = "mesh_utils.npz"):
-    path = REF / name
-    if not path.exists():
-        pytest.skip(f"PyTorch3D reference file {path} not found")
-    return np.load(path)
-
-
-def assert_close(actual, expected, rtol, atol, what=""):
-    expected = torch.as_tensor(expected, dtype=actual.dtype)
-    diff = (actual - expected).abs()
-    bound = atol + rtol * expected.abs()
-    bad = diff > bound
-    if bad.any():
-        where = tuple(int(i) for i in torch.nonzero(bad)[0])
-        worst = tuple(torch.nonzero(diff == diff.max())[0].tolist())
-        raise AssertionError(
-            f"{what}: max |diff| {float(diff.max()):.3e} at {worst}, "
-            f"first failure at {where}, shape {tuple(actual.shape)}"
-        )
+from helpers import assert_close, load_reference
 
 
 def _box(lo, hi, dtype=torch.float32):
@@ -72,11 +45,11 @@ def _signed_volume(verts, faces):
 
 
 def test_ico_sphere_matches_pytorch3d_level2_and_3():
-    d = _ref()
+    d = load_reference("mesh_utils")
     verts, faces = ico_sphere(2)
     assert torch.equal(faces, torch.from_numpy(d["ico2_faces"])), "ico_sphere(2) faces differ from PyTorch3D"
     assert_close(verts, d["ico2_verts"], rtol=0, atol=1e-6, what="ico_sphere(2) verts")
-    sil = _ref("mesh_sil_ico2_persp_64.npz")
+    sil = load_reference("mesh_sil_ico2_persp_64")
     assert_close(verts, sil["verts"], rtol=0, atol=1e-6, what="ico_sphere(2) vs silhouette file verts")
     _, faces3 = ico_sphere(3)
     assert torch.equal(faces3, torch.from_numpy(d["def3_faces"])), "ico_sphere(3) faces differ from PyTorch3D"
@@ -109,7 +82,7 @@ def test_ico_sphere_area_converges_to_sphere():
 
 
 def test_mesh_edges_matches_pytorch3d():
-    d = _ref()
+    d = load_reference("mesh_utils")
     edges = mesh_edges(torch.from_numpy(d["def3_faces"]))
     ref = torch.from_numpy(d["def3_edges_packed"])
     assert edges.shape == ref.shape and torch.equal(edges, ref), "edges differ from def3_edges_packed"
@@ -155,15 +128,13 @@ def test_subdivide_mesh_naive_reference_and_batch():
     new_v, new_f = subdivide_mesh(verts, faces)
     ref_v, ref_f = _naive_subdivide(verts, faces)
     assert torch.equal(new_f, ref_f), "subdivided faces differ from the naive reference"
-    assert_close(new_v, ref_v, **TOL[torch.float64], what="subdivided verts")
+    assert_close(new_v, ref_v, what="subdivided verts")
     # the subdivided surface is the same surface: area preserved, orientation preserved
-    assert_close(
-        face_areas(new_v, new_f).sum(), face_areas(verts, faces).sum(), **TOL[torch.float64], what="area"
-    )
+    assert_close(face_areas(new_v, new_f).sum(), face_areas(verts, faces).sum(), what="area")
     batch = torch.stack([verts, 2 * verts])
     bv, bf = subdivide_mesh(batch, faces)
     assert torch.equal(bf, new_f) and bv.shape == (2, new_v.shape[0], 3)
-    assert_close(bv[1], 2 * new_v, **TOL[torch.float64], what="batched subdivision")
+    assert_close(bv[1], 2 * new_v, what="batched subdivision")
 
 
 # -------------------------------------------------------------------------------- normals, areas
@@ -176,27 +147,23 @@ def test_face_normals_and_areas_of_a_cube():
     expected = torch.zeros_like(n)
     axis = centroid_dir.abs().argmax(1)
     expected[torch.arange(12), axis] = centroid_dir[torch.arange(12), axis].sign()
-    assert_close(n, expected, **TOL[torch.float32], what="cube face normals")
-    assert_close(
-        face_areas(verts, faces), torch.full((12,), 2.0), **TOL[torch.float32], what="cube face areas"
-    )
+    assert_close(n, expected, what="cube face normals")
+    assert_close(face_areas(verts, faces), torch.full((12,), 2.0), what="cube face areas")
 
 
 def test_face_area_of_unit_triangle_and_batch_padding():
     verts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     faces = torch.tensor([[0, 1, 2], [1, 2, 3]])
     a = face_areas(verts, faces)
-    assert_close(a, torch.tensor([0.5, math.sqrt(3) / 2]), **TOL[torch.float32], what="unit triangle areas")
-    assert_close(
-        face_normals(verts, faces)[0], torch.tensor([0.0, 0.0, 1.0]), **TOL[torch.float32], what="normal"
-    )
+    assert_close(a, torch.tensor([0.5, math.sqrt(3) / 2]), what="unit triangle areas")
+    assert_close(face_normals(verts, faces)[0], torch.tensor([0.0, 0.0, 1.0]), what="normal")
     padded = torch.tensor([[[0, 1, 2], [1, 2, 3]], [[0, 1, 2], [-1, -1, -1]]])
     ab = face_areas(torch.stack([verts, verts]), padded)
-    assert_close(ab, torch.tensor([[0.5, math.sqrt(3) / 2], [0.5, 0.0]]), **TOL[torch.float32], what="padded")
+    assert_close(ab, torch.tensor([[0.5, math.sqrt(3) / 2], [0.5, 0.0]]), what="padded")
 
 
 def test_vertex_normals_naive_reference_and_symmetry():
-    d = _ref()
+    d = load_reference("mesh_utils")
     verts = torch.from_numpy(d["def2_verts"]).double()
     faces = torch.from_numpy(d["def2_faces"])
     vn = vertex_normals(verts, faces)
@@ -206,13 +173,13 @@ def test_vertex_normals_naive_reference_and_symmetry():
         for i in f:
             ref[i] += c
     ref = ref / ref.norm(dim=1, keepdim=True)
-    assert_close(vn, ref, **TOL[torch.float64], what="vertex normals vs naive loop")
+    assert_close(vn, ref, what="vertex normals vs naive loop")
     v0, f0 = ico_sphere(0)
     assert_close(
         vertex_normals(v0, f0), v0 / v0.norm(dim=1, keepdim=True), rtol=0, atol=1e-4, what="ico0 radial"
     )
     vb = vertex_normals(torch.stack([verts, -verts]), faces)
-    assert_close(vb[0], vn, **TOL[torch.float64], what="batched")
+    assert_close(vb[0], vn, what="batched")
 
 
 # -------------------------------------------------------------------------------- sampling
@@ -247,7 +214,7 @@ def test_sample_points_lie_on_faces_and_are_area_proportional():
     assert abs(frac - 0.75) < 5 * sigma, (
         f"fraction on the area-3 face {frac:.4f}, expected 0.75 +- {5 * sigma:.4f}"
     )
-    assert_close(nrm, torch.tensor([0.0, 0.0, 1.0]).expand(n, 3), **TOL[torch.float32], what="sample normals")
+    assert_close(nrm, torch.tensor([0.0, 0.0, 1.0]).expand(n, 3), what="sample normals")
     # uniform within a face: the mean of uniform samples is the centroid
     cen_b = verts[3:].mean(0)
     err = (pts[on_b].mean(0) - cen_b).abs().max().item()
@@ -269,14 +236,14 @@ def test_sample_points_seeded_batched_and_differentiable():
     assert dist < 1e-6, f"sample off the only valid face by {float(dist):.2e}"
     # barycentric weights sum to one: d(sum of points)/d(verts) sums to the number of samples per axis
     (g,) = torch.autograd.grad(pts.sum(), pv)
-    assert_close(g.sum((0, 1)), torch.full((3,), 128.0), **TOL[torch.float32], what="gradient mass")
+    assert_close(g.sum((0, 1)), torch.full((3,), 128.0), what="gradient mass")
 
 
 # -------------------------------------------------------------------------------- Laplacians
 
 
 def test_cot_laplacian_matches_pytorch3d():
-    d = _ref()
+    d = load_reference("mesh_utils")
     for name in ("ico2", "def2"):
         L, inv_areas = cot_laplacian(
             torch.from_numpy(d[f"{name}_verts"]), torch.from_numpy(d[f"{name}_faces"])
@@ -316,7 +283,7 @@ def test_uniform_laplacian_semantics():
         A[a, b] = A[b, a] = 1
     deg = A.sum(1, keepdim=True)
     ref = torch.where(deg > 0, A / deg.clamp(min=1), 0.0) - torch.eye(V)
-    assert_close(L, ref, **TOL[torch.float32], what="uniform Laplacian")
+    assert_close(L, ref, what="uniform Laplacian")
 
 
 # -------------------------------------------------------------------------------- helpers, checks

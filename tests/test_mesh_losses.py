@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,8 +14,8 @@ from geometry.mesh_losses import (
     mesh_laplacian_smoothing,
     mesh_normal_consistency,
 )
+from helpers import assert_close, load_reference
 
-REF = Path("/work/shared/reference/pytorch3d/mesh_utils.npz")
 # float32 agreement with PyTorch3D: value relative 1e-5; gradients relative to their largest entry 1e-3
 # (the cotcurv gradient carries 1/area factors and sums over ~6 neighbours in float32).
 VAL_RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -35,25 +33,19 @@ LOSSES = {
 
 @pytest.fixture(scope="module")
 def ref():
-    if not REF.exists():
-        pytest.skip(f"{REF} not found")
-    return np.load(REF)
+    return load_reference("mesh_utils")
 
 
 def _check_grad(g, expected, dtype, what):
-    expected = torch.as_tensor(expected, dtype=g.dtype)
-    err = (g - expected).abs()
-    bound = GRAD_RTOL[dtype] * expected.abs().max()
-    assert err.max() <= bound, (
-        f"{what}: max |grad diff| {float(err.max()):.3e} > {float(bound):.3e} at "
-        + str(tuple(torch.nonzero(err == err.max())[0].tolist()))
-    )
+    """Gradients agree to GRAD_RTOL[dtype] relative to the largest |expected| entry."""
+    expected = torch.as_tensor(expected)
+    assert_close(g, expected, what, atol=GRAD_RTOL[dtype] * float(expected.abs().max()), rtol=0.0)
 
 
 def _check_val(x, expected, dtype, what):
+    """Scalar values agree to VAL_RTOL[dtype] relative, plus 1e-8 absolute."""
     x, expected = float(torch.as_tensor(x).detach()), float(torch.as_tensor(expected).detach())
-    diff = abs(x - expected)
-    assert diff <= VAL_RTOL[dtype] * abs(expected) + 1e-8, f"{what}: {x} vs {expected} ({diff:.2e})"
+    assert_close(x, expected, what, atol=1e-8, rtol=VAL_RTOL[dtype])
 
 
 @pytest.mark.parametrize("loss", list(LOSSES))

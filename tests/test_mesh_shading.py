@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -26,26 +23,9 @@ from geometry.mesh_shading import (
     softmax_rgb_blend,
     vertex_visibility,
 )
+from helpers import assert_close, load_reference_tensors
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d"
-if not REF.exists():
-    REF = Path("/work/shared/reference/pytorch3d")
 MESH_FILES = ["mesh_sil_ico2_ortho_64", "mesh_sil_ico2_persp_64", "mesh_sil_ico3deformed_persp_64"]
-
-
-def load_ref(name: str) -> dict:
-    path = REF / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"reference file {path} missing")
-    d = np.load(path)
-    out = {k: torch.from_numpy(d[k]) for k in d.files if k != "meta_json"}
-    out["meta"] = json.loads(str(d["meta_json"]))
-    return out
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> str:
-    d = (a - b).abs()
-    return f"max diff {d.max().item():.3g} at {np.unravel_index(int(d.argmax()), tuple(d.shape))}"
 
 
 def project(verts_world: torch.Tensor, d: dict, persp: bool) -> torch.Tensor:
@@ -58,7 +38,7 @@ def project(verts_world: torch.Tensor, d: dict, persp: bool) -> torch.Tensor:
 @pytest.mark.parametrize("name", MESH_FILES)
 @pytest.mark.parametrize("path", ["fragments", "direct"])
 def test_soft_silhouette_and_grad_match_pytorch3d(name, path):
-    d = load_ref(name)
+    d = load_reference_tensors(name)
     persp = "persp" in name
     sigma = 1e-4
     verts_ndc = d["verts_ndc"].clone().requires_grad_(True)
@@ -75,20 +55,16 @@ def test_soft_silhouette_and_grad_match_pytorch3d(name, path):
     else:
         alpha = mesh_soft_silhouette(verts_ndc, d["faces"], 64, sigma=sigma, perspective_correct=persp)
     assert alpha.shape == (4, 64, 64)
-    assert torch.allclose(alpha, d["soft_alpha"], atol=1e-5), (
-        f"{name} alpha: {max_diff(alpha, d['soft_alpha'])}"
-    )
+    assert_close(alpha, d["soft_alpha"], f"{name} alpha", atol=1e-5)
     (g_ndc,) = torch.autograd.grad((alpha * d["grad_W"]).sum(), verts_ndc)
     # chain d/d(verts_ndc) to world verts through the stored cameras (README §1.2)
     verts_world = d["verts"].expand(4, -1, -1).clone().requires_grad_(True)
     ndc = project(verts_world, d, persp)
-    assert torch.allclose(ndc, d["verts_ndc"], atol=1e-6), f"projection: {max_diff(ndc, d['verts_ndc'])}"
+    assert_close(ndc, d["verts_ndc"], "projection", atol=1e-6)
     (g_world,) = torch.autograd.grad(ndc, verts_world, g_ndc)
     ref = d["grad_verts"]
-    scale = ref.abs().max()
-    assert torch.allclose(g_world, ref, atol=1e-5 * scale, rtol=1e-4), (
-        f"{name} grad: {max_diff(g_world, ref)}"
-    )
+    scale = float(ref.abs().max())
+    assert_close(g_world, ref, f"{name} grad", atol=1e-5 * scale, rtol=1e-4)
 
 
 def tiny_mesh(dtype=torch.float64):
@@ -134,7 +110,7 @@ def test_soft_silhouette_hard_mask_iou_closed_mesh():
 
 
 def test_soft_silhouette_truncation_and_none_agree_when_k_large():
-    d = load_ref("mesh_sil_ico3deformed_persp_64")
+    d = load_reference_tensors("mesh_sil_ico3deformed_persp_64")
     a = mesh_soft_silhouette(d["verts_ndc"], d["faces"], 64, perspective_correct=True, faces_per_pixel=None)
     b = mesh_soft_silhouette(d["verts_ndc"], d["faces"], 64, perspective_correct=True, faces_per_pixel=50)
     c = mesh_soft_silhouette(d["verts_ndc"], d["faces"], 64, perspective_correct=True, faces_per_pixel=1)
@@ -177,7 +153,7 @@ def test_softmax_rgb_blend_matches_slow_loop_and_limits():
     bg = (0.2, 0.3, 0.4)
     got = softmax_rgb_blend(colors, fr, sigma=1e-2, gamma=0.1, znear=1.0, zfar=10.0, background_color=bg)
     ref = slow_softmax_blend(colors, fr, 1e-2, 0.1, 1.0, 10.0, bg)
-    assert torch.allclose(got, ref, atol=1e-10), max_diff(got, ref)
+    assert_close(got, ref, "softmax blend vs slow loop", atol=1e-10)
     # limits: empty pixel -> background, alpha 0; deep inside one opaque face, tiny sigma/gamma -> its colour
     empty = (fr.pix_to_face < 0).all(-1)
     assert empty.any() and torch.allclose(got[empty][:, :3], torch.tensor(bg, dtype=torch.float64))
@@ -216,9 +192,7 @@ def test_interpolate_linear_attributes_exact_ortho_and_perspective():
         true = torch.stack([xv, yv, z], -1) @ A.T
         hit = fr.pix_to_face[0, ..., 0] >= 0
         assert hit.sum() > 100
-        assert torch.allclose(vals[0, ..., 0, :][hit], true[hit], atol=1e-6), max_diff(
-            vals[0, ..., 0, :][hit], true[hit]
-        )
+        assert_close(vals[0, ..., 0, :][hit], true[hit], f"affine attribute persp={persp}", atol=1e-6)
         assert (vals[0, ..., 0, :][~hit] == 0).all()
 
 
@@ -241,9 +215,7 @@ def test_uv_texture_linear_ramp_exact():
     out = sample_texture_uv(fr, uvs, faces, tex)
     hit = fr.pix_to_face[0, ..., 0] >= 0
     true = torch.stack([0.1 + 0.4 * (c[..., 0] + 1), 0.2 + 0.3 * (c[..., 1] + 1)], -1)
-    assert torch.allclose(out[0, ..., 0, :][hit], true[hit], atol=1e-5), max_diff(
-        out[0, ..., 0, :][hit], true[hit]
-    )
+    assert_close(out[0, ..., 0, :][hit], true[hit], "uv ramp", atol=1e-5)
     assert (out[0, ..., 0, :][~hit] == 0).all()
 
 
@@ -260,11 +232,10 @@ def test_image_texture_at_vertex_coordinates():
     out = sample_image_texture(fr, faces, coords, image)
     hit = fr.pix_to_face[0, ..., 0] >= 0
     true = torch.stack([-0.6 * c[..., 0], -0.5 * c[..., 1]], -1)
-    assert torch.allclose(out[0, ..., 0, :][hit], true[hit], atol=1e-5), max_diff(
-        out[0, ..., 0, :][hit], true[hit]
-    )
+    assert_close(out[0, ..., 0, :][hit], true[hit], "image texture at vertex coords", atol=1e-5)
     vc = sample_vertex_colors(image, coords)
-    assert vc.shape == (1, 4, 2) and torch.allclose(vc, coords, atol=1e-5), max_diff(vc, coords)
+    assert vc.shape == (1, 4, 2)
+    assert_close(vc, coords, "sample_vertex_colors", atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["faces", "depth"])

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,15 +18,7 @@ from geometry.point_raster import (
     rasterize_points,
     render_depth_novel_view,
 )
-
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d" / "points_ortho_64.npz"
-
-
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> str:
-    d = (a.double() - b.double()).abs()
-    where = np.unravel_index(int(d.argmax()), tuple(d.shape))
-    return f"max diff {float(d.max()):.3g} at {where} (shape {tuple(d.shape)})"
-
+from helpers import assert_close, load_reference
 
 # --------------------------------------------------------------------------------------------------------
 # slow, obviously-correct references
@@ -89,7 +79,7 @@ def dense_differ(u, v, z, feats, H, W, sigma, beta):
 
 @pytest.fixture(scope="module")
 def ref():
-    d = np.load(REF)
+    d = load_reference("points_ortho_64")
     meta = json.loads(str(d["meta_json"]))
     return d, meta
 
@@ -109,10 +99,8 @@ def test_fragments_match_pytorch3d(ref):
     assert fr.idx.dtype == torch.long
     bad = (fr.idx != idx_ref).sum().item()
     assert bad == 0, f"{bad} idx entries differ"
-    assert torch.equal(fr.zbuf.detach(), torch.tensor(d["zbuf"])), _max_diff(fr.zbuf, torch.tensor(d["zbuf"]))
-    assert torch.equal(fr.dists.detach(), torch.tensor(d["dists"])), _max_diff(
-        fr.dists, torch.tensor(d["dists"])
-    )
+    assert_close(fr.zbuf, d["zbuf"], "zbuf (bit-identical)", atol=0.0, rtol=0.0)
+    assert_close(fr.dists, d["dists"], "dists (bit-identical)", atol=0.0, rtol=0.0)
 
 
 @pytest.mark.parametrize("name,fn", [("alpha", alpha_composite), ("normw", norm_weighted_composite)])
@@ -128,13 +116,13 @@ def test_compositors_and_gradients_match_pytorch3d(ref, name, fn):
     # README §3 caution: the normalized image is sensitive to dists rounding; our dists are bit-identical
     # (test above), so both images are compared directly at float32 tolerance.
     expected = torch.tensor(d[f"image_{name}"])
-    assert torch.allclose(img, expected, atol=1e-5, rtol=0), _max_diff(img, expected)
+    assert_close(img, expected, f"{name} image", atol=1e-5, rtol=0.0)
     gp, gf = torch.autograd.grad((img * torch.tensor(d["grad_W"])).sum(), [pw, feats])
     gp_ref = torch.tensor(d[f"grad_points_{name}"])
     gf_ref = torch.tensor(d[f"grad_features_{name}"])
-    scale = gp_ref.abs().max()
-    assert torch.allclose(gp, gp_ref, atol=1e-5 * scale, rtol=1e-4), _max_diff(gp, gp_ref)
-    assert torch.allclose(gf, gf_ref, atol=1e-5, rtol=1e-5), _max_diff(gf, gf_ref)
+    scale = float(gp_ref.abs().max())
+    assert_close(gp, gp_ref, f"{name} grad points", atol=1e-5 * scale, rtol=1e-4)
+    assert_close(gf, gf_ref, f"{name} grad features", atol=1e-5, rtol=1e-5)
 
 
 def test_pytorch3d_backend_agrees(ref):
@@ -144,7 +132,7 @@ def test_pytorch3d_backend_agrees(ref):
     a = rasterize_points(pts, 64, 0.03, 8, backend="pytorch3d")
     b = rasterize_points(pts, 64, 0.03, 8, backend="torch")
     assert torch.equal(a.idx, b.idx)
-    assert torch.allclose(a.dists, b.dists), _max_diff(a.dists, b.dists)
+    assert_close(a.dists, b.dists, "pytorch3d vs torch dists", atol=1e-8, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -163,8 +151,8 @@ def test_binned_equals_dense_reference(dtype):
     for max_pairs in (1 << 22, 50):  # one chunk, and many chunks merged
         fr = rasterize_points(pts, (H, W), radius, K, lengths=lengths, max_pairs=max_pairs)
         assert torch.equal(fr.idx, ref.idx), f"max_pairs={max_pairs}: {(fr.idx != ref.idx).sum()} idx differ"
-        assert torch.equal(fr.zbuf, ref.zbuf), _max_diff(fr.zbuf, ref.zbuf)
-        assert torch.equal(fr.dists, ref.dists), _max_diff(fr.dists, ref.dists)
+        assert_close(fr.zbuf, ref.zbuf, f"zbuf max_pairs={max_pairs}", atol=0.0, rtol=0.0)
+        assert_close(fr.dists, ref.dists, f"dists max_pairs={max_pairs}", atol=0.0, rtol=0.0)
     assert (ref.idx[..., -1] >= 0).any(), "test should exercise the K cap"
 
 
@@ -195,7 +183,7 @@ def test_single_point_covers_pixels_within_radius():
     assert (fr.idx[0, ..., 1] == -1).all()
     d_exp = torch.tensor([[2.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 2.0]], dtype=torch.float64) * step**2
     got = fr.dists[0, i0 - 1 : i0 + 2, j0 - 1 : j0 + 2, 0]
-    assert torch.allclose(got, d_exp, atol=1e-12), _max_diff(got, d_exp)
+    assert_close(got, d_exp, "dists of the 3x3 covered pixels", atol=1e-12)
     # radius exactly 1 step: the 4 neighbours at distance exactly r are not covered (strict)
     fr = rasterize_points(pts, S, step, 2)
     assert (fr.idx[0, ..., 0] >= 0).sum() == 1
@@ -237,10 +225,10 @@ def test_compositors_analytic_two_points():
     w0, w1 = 1 - 0.01 / r**2, 1 - 0.0025 / r**2
     a = alpha_composite(fr, feats, r, background_color=(7.0, 7.0))[0, :, 1, 1]
     exp_a = torch.tensor([w0, w1 * (1 - w0)], dtype=torch.float64)
-    assert torch.allclose(a, exp_a, atol=1e-12), _max_diff(a, exp_a)
+    assert_close(a, exp_a, "alpha composite of two points", atol=1e-12)
     nw = norm_weighted_composite(fr, feats, r)[0, :, 1, 1]
     exp_n = torch.tensor([w0, w1], dtype=torch.float64) / (w0 + w1)
-    assert torch.allclose(nw, exp_n, atol=1e-12), _max_diff(nw, exp_n)
+    assert_close(nw, exp_n, "norm-weighted composite of two points", atol=1e-12)
     # pixel (3, 3) centred at (-0.75, -0.75) is empty -> background colour
     bg = alpha_composite(fr, feats, r, background_color=(7.0, 7.0))[0, :, 3, 3]
     assert fr.idx[0, 3, 3, 0] == -1 and bg.tolist() == [7.0, 7.0]
@@ -292,9 +280,9 @@ def test_capnet_matches_dense_and_gradcheck():
     ref = dense_capnet(u, v, H, W, sigma)
     out = capnet_mask_projection(p2d, (H, W), sigma, truncate=12.0)
     assert out.shape == (B, 1, H, W)
-    assert torch.allclose(out, ref, atol=1e-12), _max_diff(out, ref)
+    assert_close(out, ref, "capnet mask vs dense", atol=1e-12)
     out5 = capnet_mask_projection(p2d, (H, W), sigma)  # default truncation at 5 sigma
-    assert (out5 - ref).abs().max() <= P * math.exp(-12.5), _max_diff(out5, ref)
+    assert_close(out5, ref, "capnet mask truncated at 5 sigma", atol=P * math.exp(-12.5), rtol=0.0)
     # ndc coordinates: x_ndc = -x_normalized, y_ndc = -y_normalized on a square image
     sq = capnet_mask_projection(p2d, 10, sigma)
     assert torch.allclose(capnet_mask_projection(-p2d, 10, sigma, coords="ndc"), sq, atol=1e-12)
@@ -316,8 +304,8 @@ def test_differ_matches_dense_and_gradcheck():
     ref_f, ref_m = dense_differ(u, v, pts[..., 2], feats, H, W, sigma, beta)
     out = differ_feature_projection(pts, feats, (H, W), sigma, beta, truncate=12.0)
     assert out.features.shape == (B, C, H, W) and out.mask.shape == (B, 1, H, W)
-    assert torch.allclose(out.features, ref_f, atol=1e-10), _max_diff(out.features, ref_f)
-    assert torch.allclose(out.mask, ref_m, atol=1e-12), _max_diff(out.mask, ref_m)
+    assert_close(out.features, ref_f, "differ features vs dense", atol=1e-10)
+    assert_close(out.mask, ref_m, "differ mask vs dense", atol=1e-12)
     p = pts[:1, :3].clone().requires_grad_(True)
     f = feats[:1, :3].clone().requires_grad_(True)
 
@@ -363,9 +351,7 @@ def test_novel_view_identity_reproduces_depth():
     )
     expected_valid = depth > 0
     assert torch.equal(out.valid, expected_valid)
-    assert torch.allclose(out.depth[out.valid], depth[expected_valid], atol=1e-12), _max_diff(
-        out.depth, depth
-    )
+    assert_close(out.depth[out.valid], depth[expected_valid], "depth at valid pixels", atol=1e-12)
     assert torch.allclose(out.features * out.valid, img * expected_valid, atol=1e-12)
 
 

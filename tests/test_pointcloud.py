@@ -5,9 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,34 +20,15 @@ from geometry.pointcloud import (
     knn_gather,
     knn_points,
 )
+from helpers import assert_close, load_reference
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d" / "chamfer_n500_m800.npz"
-if not REF.exists():
-    REF = Path("/work/shared/reference/pytorch3d/chamfer_n500_m800.npz")
-
-# kornia-style tolerances from the dtype
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def assert_close(actual, expected, what: str, **tol) -> None:
-    actual = torch.as_tensor(actual)
-    expected = torch.as_tensor(expected, dtype=actual.dtype, device=actual.device)
-    tol = tol or TOL.get(actual.dtype, {})
-    if actual.shape != expected.shape:
-        raise AssertionError(f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}")
-    if not torch.allclose(actual, expected, **tol):
-        diff = (actual - expected).abs()
-        where = np.unravel_index(int(diff.argmax()), diff.shape) if diff.ndim else ()
-        raise AssertionError(f"{what}: max abs diff {diff.max().item():.3g} at {where} (tol {tol})")
 
 
 # ---------------------------------------------------------------------------------------------- reference
 @pytest.fixture(scope="module")
 def ref():
-    if not REF.exists():
-        pytest.skip(f"reference file {REF} missing")
-    d = np.load(REF)
+    d = load_reference("chamfer_n500_m800")
     meta = json.loads(str(d["meta_json"]))
     assert meta["norm"] == 2
     return d

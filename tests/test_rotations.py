@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,34 +24,16 @@ from geometry.rotations import (
     so3_rotation_angle,
     standardize_quaternion,
 )
+from helpers import TOL, assert_close, load_reference
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d" / "rotations.npz"
 DTYPES = {"f64": torch.float64, "f32": torch.float32}
-# tolerances from the dtype (kornia-style): values of O(1)
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=2e-6, rtol=2e-6)}
-
-
-def assert_close(
-    actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str = ""
-) -> None:
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    diff = (actual - expected).abs()
-    bad = diff > atol + rtol * expected.abs()
-    if bool(bad.any()):
-        idx = tuple(int(i) for i in (bad.nonzero()[0]))
-        raise AssertionError(
-            f"{what}: max |diff| {diff.max().item():.3e} (allowed {atol:.1e} + {rtol:.1e}*|ref|), "
-            f"{int(bad.sum())} bad of {bad.numel()}, first at {idx}: "
-            f"{actual[idx].item()} vs {expected[idx].item()}"
-        )
+# rotation entries are O(1): a float32 rtol tighter than TOL[torch.float32]; float64 as in TOL
+ROT_TOL = {torch.float64: TOL[torch.float64], torch.float32: dict(atol=TOL[torch.float32]["atol"], rtol=2e-6)}
 
 
 @pytest.fixture(scope="module")
 def ref() -> dict[str, np.ndarray]:
-    if not REF.exists():
-        pytest.skip(f"reference file {REF} not found")
-    with np.load(REF) as d:
-        return {k: d[k] for k in d.files}
+    return load_reference("rotations")
 
 
 def _t(ref: dict, key: str, suf: str) -> torch.Tensor:
@@ -69,14 +50,16 @@ def test_axis_angle_to_matrix_reference(ref, suf):
     dtype = DTYPES[suf]
     aa = _t(ref, "axis_angle_in", suf)
     assert aa.dtype == dtype
-    assert_close(axis_angle_to_matrix(aa), _t(ref, "axis_angle_to_matrix", suf), **TOL[dtype], what="default")
+    assert_close(
+        axis_angle_to_matrix(aa), _t(ref, "axis_angle_to_matrix", suf), **ROT_TOL[dtype], what="default"
+    )
     assert_close(
         axis_angle_to_matrix(aa, fast=True),
         _t(ref, "axis_angle_to_matrix_fast", suf),
-        **TOL[dtype],
+        **ROT_TOL[dtype],
         what="fast",
     )
-    assert_close(so3_exp_map(aa), _t(ref, "so3_exp_map", suf), **TOL[dtype], what="so3_exp_map")
+    assert_close(so3_exp_map(aa), _t(ref, "so3_exp_map", suf), **ROT_TOL[dtype], what="so3_exp_map")
 
 
 @pytest.mark.parametrize("suf", ["f64", "f32"])
@@ -87,7 +70,7 @@ def test_so3_exp_map_gradient_reference(ref, suf):
     (so3_exp_map(aa) * W).sum().backward()
     assert torch.isfinite(aa.grad).all(), "non-finite gradient (rows include angles 0 and pi)"
     # gradients are O(1)-O(10): scale the tolerance
-    tol = {k: 10 * v for k, v in TOL[dtype].items()}
+    tol = {k: 10 * v for k, v in ROT_TOL[dtype].items()}
     assert_close(aa.grad, _t(ref, "grad_so3_exp_map", suf), **tol, what="d sum(exp(aa) W) / d aa")
 
 
@@ -100,10 +83,12 @@ def test_matrix_to_axis_angle_reference(ref, suf):
     away = (math.pi - _angles(expected)) > 1e-5
     assert int((~away).sum()) >= 5, "reference has rotations by (nearly) pi"
     out = matrix_to_axis_angle(M)
-    assert_close(out[away], expected[away], **TOL[dtype], what="matrix_to_axis_angle (not near pi)")
-    assert_close(so3_log_map(M)[away], _t(ref, "so3_log_map", suf)[away], **TOL[dtype], what="so3_log_map")
+    assert_close(out[away], expected[away], **ROT_TOL[dtype], what="matrix_to_axis_angle (not near pi)")
+    assert_close(
+        so3_log_map(M)[away], _t(ref, "so3_log_map", suf)[away], **ROT_TOL[dtype], what="so3_log_map"
+    )
     # everywhere (near pi too): the round trip reproduces the input rotation; angle in [0, pi]
-    tol = {k: 5 * v for k, v in TOL[dtype].items()}
+    tol = {k: 5 * v for k, v in ROT_TOL[dtype].items()}
     assert_close(axis_angle_to_matrix(out), M, **tol, what="round trip R -> aa -> R")
     assert bool((_angles(out) <= math.pi + 10 * torch.finfo(dtype).eps).all()), "angle above pi"
 
@@ -119,7 +104,7 @@ def test_matrix_to_axis_angle_fast_reference(ref, suf):
     ok = torch.sin(_angles(_t(ref, "matrix_to_axis_angle", "f64"))) > 1e-3
     ok |= _angles(_t(ref, "matrix_to_axis_angle", "f64")) < 1.0
     assert int(ok.sum()) >= 135
-    tol = {k: 10 * v for k, v in TOL[dtype].items()}
+    tol = {k: 10 * v for k, v in ROT_TOL[dtype].items()}
     assert_close(out[ok], expected[ok], **tol, what="matrix_to_axis_angle(fast=True)")
     # ours is right everywhere, including at pi
     assert_close(axis_angle_to_matrix(out), M, **tol, what="fast round trip R -> aa -> R")
@@ -130,12 +115,12 @@ def test_rotation_6d_reference(ref, suf):
     dtype = DTYPES[suf]
     d6 = _t(ref, "d6_in", suf)
     R = rotation_6d_to_matrix(d6)
-    assert_close(R, _t(ref, "rotation_6d_to_matrix", suf), **TOL[dtype], what="rotation_6d_to_matrix")
+    assert_close(R, _t(ref, "rotation_6d_to_matrix", suf), **ROT_TOL[dtype], what="rotation_6d_to_matrix")
     # 6D of a rotation is its first two rows, and maps back to the same rotation
     assert_close(
         matrix_to_rotation_6d(R), R[:, :2, :].reshape(-1, 6), atol=0, rtol=0, what="matrix_to_rotation_6d"
     )
-    assert_close(rotation_6d_to_matrix(matrix_to_rotation_6d(R)), R, **TOL[dtype], what="6d round trip")
+    assert_close(rotation_6d_to_matrix(matrix_to_rotation_6d(R)), R, **ROT_TOL[dtype], what="6d round trip")
 
 
 # ----------------------------------------------------------------------------- independent references
@@ -148,16 +133,14 @@ def _random_axis_angle(n: int, dtype=torch.float64, max_angle: float = math.pi) 
 def test_against_scipy():
     aa = _random_axis_angle(50)
     R_sp = torch.from_numpy(Rotation.from_rotvec(aa.numpy()).as_matrix())
-    assert_close(axis_angle_to_matrix(aa), R_sp, **TOL[torch.float64], what="vs scipy from_rotvec")
+    assert_close(axis_angle_to_matrix(aa), R_sp, what="vs scipy from_rotvec")
     q_sp = torch.from_numpy(Rotation.from_rotvec(aa.numpy()).as_quat())[
         :, [3, 0, 1, 2]
     ]  # scalar last -> first
-    assert_close(
-        axis_angle_to_quaternion(aa), standardize_quaternion(q_sp), **TOL[torch.float64], what="quat"
-    )
-    assert_close(matrix_to_quaternion(R_sp), standardize_quaternion(q_sp), **TOL[torch.float64], what="m2q")
-    assert_close(quaternion_to_matrix(q_sp), R_sp, **TOL[torch.float64], what="q2m")
-    assert_close(matrix_to_axis_angle(R_sp), aa, **TOL[torch.float64], what="m2aa")
+    assert_close(axis_angle_to_quaternion(aa), standardize_quaternion(q_sp), what="quat")
+    assert_close(matrix_to_quaternion(R_sp), standardize_quaternion(q_sp), what="m2q")
+    assert_close(quaternion_to_matrix(q_sp), R_sp, what="q2m")
+    assert_close(matrix_to_axis_angle(R_sp), aa, what="m2aa")
 
 
 def test_analytic_rotation_direction():
@@ -179,17 +162,16 @@ def test_analytic_rotation_direction():
 
 def test_round_trips_and_quaternion_conventions():
     aa = _random_axis_angle(64, max_angle=math.pi - 1e-3)
-    tol = TOL[torch.float64]
-    assert_close(quaternion_to_axis_angle(axis_angle_to_quaternion(aa)), aa, **tol, what="aa->q->aa")
+    assert_close(quaternion_to_axis_angle(axis_angle_to_quaternion(aa)), aa, what="aa->q->aa")
     R = axis_angle_to_matrix(aa)
-    assert_close(quaternion_to_matrix(matrix_to_quaternion(R)), R, **tol, what="R->q->R")
+    assert_close(quaternion_to_matrix(matrix_to_quaternion(R)), R, what="R->q->R")
     q = matrix_to_quaternion(R)
     assert bool((q[:, 0] >= 0).all()), "matrix_to_quaternion must return w >= 0"
-    assert_close(q.norm(dim=-1), torch.ones(64, dtype=torch.float64), **tol, what="unit quaternion")
+    assert_close(q.norm(dim=-1), torch.ones(64, dtype=torch.float64), what="unit quaternion")
     # quaternion_to_matrix normalises: scaled and negated quaternions give the same rotation
-    assert_close(quaternion_to_matrix(-3.0 * q), R, **tol, what="scale/sign invariance")
+    assert_close(quaternion_to_matrix(-3.0 * q), R, what="scale/sign invariance")
     # angles above pi: quaternion_to_axis_angle returns angle in (pi, 2 pi] for w < 0 (PyTorch3D)
-    assert_close(quaternion_to_axis_angle(-q).norm(dim=-1), 2 * math.pi - aa.norm(dim=-1), **tol, what="w<0")
+    assert_close(quaternion_to_axis_angle(-q).norm(dim=-1), 2 * math.pi - aa.norm(dim=-1), what="w<0")
     # arbitrary leading dims
     assert axis_angle_to_matrix(aa.reshape(4, 16, 3)).shape == (4, 16, 3, 3)
     assert matrix_to_axis_angle(R.reshape(2, 32, 3, 3)).shape == (2, 32, 3)
@@ -205,7 +187,7 @@ def test_near_zero_and_pi_round_trip(dtype):
     R = axis_angle_to_matrix(aa)
     for fast in (False, True):
         out = matrix_to_axis_angle(R, fast=fast)
-        tol = {k: 10 * v for k, v in TOL[dtype].items()}
+        tol = {k: 10 * v for k, v in ROT_TOL[dtype].items()}
         assert_close(axis_angle_to_matrix(out), R, **tol, what=f"round trip fast={fast}")
         # below pi the axis-angle is unique
         assert_close(out[:5], aa[:5], **tol, what=f"aa near 0 / pi fast={fast}")
@@ -269,9 +251,8 @@ def test_so3_relative_angle_analytic():
     R1, R2 = axis_angle_to_matrix(axis * a), axis_angle_to_matrix(axis * b)
     expected = (a - b).abs()[:, 0]
     expected = torch.where(expected > math.pi, 2 * math.pi - expected, expected)
-    tol = TOL[torch.float64]
     assert_close(so3_relative_angle(R1, R2), expected, atol=1e-8, rtol=1e-8, what="relative angle")
-    assert_close(so3_relative_angle(R1, R2, cos_angle=True), torch.cos(expected), **tol, what="cos_angle")
+    assert_close(so3_relative_angle(R1, R2, cos_angle=True), torch.cos(expected), what="cos_angle")
     assert_close(so3_relative_angle(R2, R1), expected, atol=1e-8, rtol=1e-8, what="symmetry")
 
 

@@ -24,7 +24,9 @@ from losses.depth import GP2Loss
 
 
 def _batch(B: int, size: int, device) -> dict:
-    ds = SyntheticDepth(split="train", num_samples=B, image_size=(size, size), uts_fraction=0.5, utss_fraction=0.25)
+    ds = SyntheticDepth(
+        split="train", num_samples=B, image_size=(size, size), uts_fraction=0.5, utss_fraction=0.25
+    )
     batch = collate_depth([ds[i] for i in range(B)])
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 

@@ -42,7 +42,9 @@ class DepthVisualizer(pl.Callback):
             "valid": batch["valid"][:n].cpu(),
             "depth_type": list(batch["depth_type"][:n]),
             "intrinsics": batch["intrinsics"][:n].float().cpu() if "intrinsics" in batch else None,
-            "has_intrinsics": batch.get("has_intrinsics", torch.ones(len(batch["image"]), dtype=torch.bool))[:n],
+            "has_intrinsics": batch.get("has_intrinsics", torch.ones(len(batch["image"]), dtype=torch.bool))[
+                :n
+            ],
         }
 
     @rank_zero_only
@@ -78,21 +80,35 @@ class DepthVisualizer(pl.Callback):
             valid = b["valid"][i : i + 1] & (b["depth"][i : i + 1] > 0)
             dense = b["depth_type"][i] in ("absolute", "uts") and bool(valid.any())
             if dense:
-                pred_depth = align_prediction(b["pred"][i : i + 1], b["depth"][i : i + 1], valid, "median_log_disparity")
+                pred_depth = align_prediction(
+                    b["pred"][i : i + 1], b["depth"][i : i + 1], valid, "median_log_disparity"
+                )
             else:
                 pred_depth = (-b["pred"][i : i + 1]).exp()
             pd, gt, v = pred_depth[0, 0], b["depth"][i, 0], valid[0, 0]
             lo, hi = (float(gt[v].min()), float(gt[v].max())) if dense else (None, None)
             err = ((pd - gt).abs() / gt.clamp_min(1e-6)) if dense else torch.zeros_like(pd)
             strip = torch.cat(
-                [b["image"][i].clamp(0, 1), colorize(pd, lo=lo, hi=hi), colorize(gt, v, lo, hi), colorize(err, v & dense, 0.0, 0.5)],
+                [
+                    b["image"][i].clamp(0, 1),
+                    colorize(pd, lo=lo, hi=hi),
+                    colorize(gt, v, lo, hi),
+                    colorize(err, v & dense, 0.0, 0.5),
+                ],
                 dim=2,
             )
-            panels.append((f"{i}: input | predicted depth | target ({b['depth_type'][i]}) | abs rel error 0-0.5", to_uint8_hwc(strip)))
+            panels.append(
+                (
+                    f"{i}: input | predicted depth | target ({b['depth_type'][i]}) | abs rel error 0-0.5",
+                    to_uint8_hwc(strip),
+                )
+            )
             if b["intrinsics"] is not None and bool(b["has_intrinsics"][i]):
                 pts, ok = unproject_depth(pred_depth, b["intrinsics"][i : i + 1])  # (1, H*W, 3), (1, H*W)
                 rgb = b["image"][i].reshape(3, -1).T * 255.0  # (H*W, 3)
                 pts, rgb = pts[0][ok[0]], rgb[ok[0]]
-                keep = torch.randperm(pts.shape[0], generator=torch.Generator().manual_seed(i))[: self.num_points]
+                keep = torch.randperm(pts.shape[0], generator=torch.Generator().manual_seed(i))[
+                    : self.num_points
+                ]
                 clouds.append(torch.cat([pts[keep], rgb[keep]], dim=1).numpy())
         return panels, clouds

@@ -63,12 +63,16 @@ class GP2Module(pl.LightningModule):
         self.save_hyperparameters(logger=False)
         bad = [a for a in alignments if a not in ALIGNMENTS]
         if bad or not alignments:
-            raise ValueError(f"model.alignments: expected a non-empty list from {ALIGNMENTS}, got {list(alignments)}")
+            raise ValueError(
+                f"model.alignments: expected a non-empty list from {ALIGNMENTS}, got {list(alignments)}"
+            )
         if scheduler not in ("cosine", "none"):
             raise ValueError(f"model.scheduler: expected 'cosine' or 'none', got {scheduler!r}")
         self.net = LightWeightRefineNet(backbone, pretrained_path, n_chains)
         self.criterion = GP2Loss(loss, si_weight, ssi_weight, ordinal_weight)
-        self.metrics = nn.ModuleDict()  # "<split>_<dataloader_idx>" -> {alignment: DepthMetrics, "whdr": WHDR}
+        self.metrics = (
+            nn.ModuleDict()
+        )  # "<split>_<dataloader_idx>" -> {alignment: DepthMetrics, "whdr": WHDR}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, 3, H, W) in [0, 1] -> log-disparity (B, 1, H, W)."""

@@ -94,15 +94,23 @@ class LightWeightRefineNet(nn.Module):
         channels = list(self.encoder.feature_info.channels())
         reductions = list(self.encoder.feature_info.reduction())
         if reductions[0] != 2:
-            raise ValueError(f"model.backbone: {backbone!r} has no stride-2 feature level (strides {reductions})")
+            raise ValueError(
+                f"model.backbone: {backbone!r} has no stride-2 feature level (strides {reductions})"
+            )
         self.channels = channels
         self.crp = nn.ModuleList(ChainedResidualPooling(c, n_chains) for c in channels)
         # adapters[i] maps level i+1 (deeper) to level i's channel count (GP2 change 1).
-        self.adapters = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 1) for i in range(len(channels) - 1))
+        self.adapters = nn.ModuleList(
+            nn.Conv2d(channels[i + 1], channels[i], 1) for i in range(len(channels) - 1)
+        )
         self.head = nn.Conv2d(channels[0], 1, 1)
         cfg = self.encoder.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), False)
+        self.register_buffer(
+            "mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), False
+        )
+        self.register_buffer(
+            "std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), False
+        )
         self.normalize_input = normalize_input
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -113,7 +121,9 @@ class LightWeightRefineNet(nn.Module):
         y = self.crp[-1](feats[-1])
         for level in range(len(feats) - 2, -1, -1):
             f = feats[level]
-            up = F.interpolate(self.adapters[level](y), size=f.shape[-2:], mode="bilinear", align_corners=False)
+            up = F.interpolate(
+                self.adapters[level](y), size=f.shape[-2:], mode="bilinear", align_corners=False
+            )
             y = self.crp[level](up + f)
         log_disp = self.head(y)  # (B, 1, H/2, W/2)
         return F.interpolate(log_disp, size=image.shape[-2:], mode="bilinear", align_corners=False)
