@@ -6,6 +6,7 @@ Recommended keys: "bench", "case", "impl", "fwd_ms", "fwd_bwd_ms", "peak_mb", "n
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import time
 from collections.abc import Callable
@@ -48,6 +49,12 @@ def _child(fn, q):  # pragma: no cover - runs in a forked process
     torch.set_num_threads(1)
     # A forked child inherits the parent's peak RSS: reset the high-water mark to the current RSS first
     # (Linux >= 4.0, /proc/PID/clear_refs value 5), then read it back after the call.
+    # Freed-but-cached heap pages that the parent left resident would be reused without raising the RSS:
+    # hand them back to the OS first (glibc), so that every byte `fn` allocates is counted.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     base = _status_mb("VmRSS")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.benchmarks.common import peak_memory_mb, print_table, time_ms
+from experiments.benchmarks.common import peak_memory_mb, time_ms
 from geometry.backend import pytorch3d_available
 from geometry.cameras import ndc_pixel_centers
 from geometry.point_raster import PointFragments, alpha_composite, rasterize_points
@@ -94,7 +94,6 @@ def run(quick: bool = True) -> list[dict]:
                     row.update(_case(impl, pts, feats, size, radius, quick, device))
                     row["note"] = device
                 rows.append(row)
-    print_table(rows, "geometry.point_raster")
     return rows
 
 
