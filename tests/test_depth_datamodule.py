@@ -14,7 +14,7 @@ from datamodules.depth.datamodule import (
     hflip,
 )
 from datamodules.depth.synthetic import SyntheticDepth, camera_rays, render_scene
-from datamodules.registry import DATAMODULES
+from datamodules.registry import DATAMODULES, READERS
 
 
 def _entry(split: str, n: int, size=(16, 16), **kw) -> dict:
@@ -244,3 +244,35 @@ def test_val_loaders_and_lightning_fit():
     assert all(sorted(_dataset_of(n) for n in names) == ["a", "b"] for names in seen["train"])
     assert sorted({i for i, _ in seen["val"]}) == [0, 1]
     assert all(tuple(hw) == (16, 16) for _, hw in seen["val"])
+
+
+def test_native_eval_resize_keeps_ground_truth_resolution():
+    """GP2's evaluation: image shorter side -> min(image_size) in multiples of 32, depth untouched."""
+    from datamodules.depth.datamodule import DepthDataModule
+
+    entry = {"reader": "synthetic_depth", "num_samples": 2, "image_size": [48, 80]}
+    dm = DepthDataModule(
+        train=[entry], val=[{**entry, "split": "val"}], image_size=(32, 32), eval_resize="native"
+    )
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    raw = READERS["synthetic_depth"](split="val", num_samples=2, image_size=[48, 80])[0]
+    assert batch["image"].shape[-2:] == (32, 64)  # 48x80 -> shorter side 32, 53.3 -> 64 (multiple of 32)
+    assert torch.equal(batch["depth"][0], raw["depth"]) and torch.equal(
+        batch["intrinsics"][0], raw["intrinsics"]
+    )
+    with pytest.raises(ValueError, match="eval_resize"):
+        DepthDataModule(train=[entry], val=[entry], eval_resize="full")
+
+
+def test_gp2_eval_upsamples_the_prediction_to_the_ground_truth():
+    from lightning_modules.gp2.module import GP2Module
+
+    module = GP2Module(log_images=0).eval()
+    image, target = torch.rand(2, 3, 32, 64), torch.rand(2, 1, 48, 80) + 1
+    with torch.no_grad():
+        pred = module.predict_like(image, target)
+        direct = torch.nn.functional.interpolate(
+            module(image), size=(48, 80), mode="bilinear", align_corners=False
+        )
+    assert pred.shape == (2, 1, 48, 80) and torch.equal(pred, direct)

@@ -98,6 +98,25 @@ def center_crop_resize(sample: dict[str, Any], size: Sequence[int]) -> dict[str,
     return out
 
 
+def resize_image_only(sample: dict[str, Any], short_side: int, multiple: int = 32) -> dict[str, Any]:
+    """GP2's evaluation resize: only the image is resized, its shorter side to `short_side` and both sides to
+    multiples of `multiple`, aspect kept ("smallest_equal" in GP2's datasets/validation_datasets.py); depth,
+    valid, intrinsics and ordinal stay at the dataset's own resolution, and the prediction is upsampled to
+    it for the metrics (lightning_modules.gp2.module.GP2Module.predict_like)."""
+    image = sample["image"]
+    h, w = image.shape[-2:]
+    scale = short_side / min(h, w)
+    out_h = max(multiple, round(h * scale / multiple) * multiple)
+    out_w = max(multiple, round(w * scale / multiple) * multiple)
+    out = dict(sample)
+    if (out_h, out_w) != (h, w):
+        img = F.interpolate(
+            image[None], size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True
+        )
+        out["image"] = img[0].clamp(0, 1).contiguous()
+    return out
+
+
 def _map_ordinal(ordinal: Tensor, y0: int, x0: int, crop_h: int, crop_w: int, sy: float, sx: float) -> Tensor:
     """(M, 5) (yA, xA, yB, xB, rel) pairs through the crop and resize; pairs leaving the crop are dropped."""
     if ordinal.ndim != 2 or ordinal.shape[1] != 5:
@@ -135,14 +154,18 @@ class TransformedDepth(Dataset):
     Indexed by an int, or by (index, aug_seed) as yielded by `MixedBatchSampler`.
     """
 
-    def __init__(self, dataset: Dataset, image_size: Sequence[int], augment: bool = False):
-        self.dataset, self.image_size, self.augment = dataset, tuple(image_size), augment
+    def __init__(
+        self, dataset: Dataset, image_size: Sequence[int], augment: bool = False, native: bool = False
+    ):
+        self.dataset, self.image_size, self.augment, self.native = dataset, tuple(image_size), augment, native
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, aug_seed = key if isinstance(key, tuple) else (key, None)
+        if self.native:
+            return resize_image_only(self.dataset[index], min(self.image_size))
         sample = center_crop_resize(self.dataset[index], self.image_size)
         if self.augment and aug_seed is not None:
             g = torch.Generator().manual_seed(int(aug_seed))
@@ -328,6 +351,9 @@ class DepthDataModule(pl.LightningDataModule):
         num_workers, pin_memory: DataLoader options.
         seed: seed of the train order and augmentation.
         augment: horizontal flips on train.
+        eval_resize: "crop" (val/test samples centre-cropped and resized to image_size, like train) or
+            "native" (GP2's protocol: the image's shorter side resized to min(image_size), a multiple of 32,
+            and the ground truth kept at its own resolution; batches of one dataset must share a size).
     """
 
     def __init__(
@@ -341,8 +367,12 @@ class DepthDataModule(pl.LightningDataModule):
         seed: int = 0,
         augment: bool = True,
         pin_memory: bool = False,
+        eval_resize: str = "crop",
     ):
         super().__init__()
+        if eval_resize not in ("crop", "native"):
+            raise ValueError(f"eval_resize must be 'crop' or 'native', got {eval_resize!r}")
+        self.eval_resize = eval_resize
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f"image_size must be (H, W) with positive sizes, got {image_size}")
         if not train:
@@ -369,9 +399,15 @@ class DepthDataModule(pl.LightningDataModule):
             ]
             self.train_set = MixedDataset(parts)
         if stage in (None, "fit", "validate") and not self.val_sets:
-            self.val_sets = [TransformedDepth(d, self.image_size) for d in _build(self.val_entries, "val")]
+            native = self.eval_resize == "native"
+            self.val_sets = [
+                TransformedDepth(d, self.image_size, native=native) for d in _build(self.val_entries, "val")
+            ]
         if stage in (None, "test") and not self.test_sets:
-            self.test_sets = [TransformedDepth(d, self.image_size) for d in _build(self.test_entries, "test")]
+            native = self.eval_resize == "native"
+            self.test_sets = [
+                TransformedDepth(d, self.image_size, native=native) for d in _build(self.test_entries, "test")
+            ]
 
     def dataset_names(self, split: str) -> list[str]:
         """Reader names of `split` ("train", "val", "test") in order: names of the dataloader_idx values."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -34,9 +35,9 @@ class DepthVisualizer(pl.Callback):
             return
         n = self.num_images
         with torch.no_grad():
-            pred = pl_module(batch["image"][:n])
+            pred = pl_module.predict_like(batch["image"][:n], batch["depth"][:n])
         self._batch = {
-            "image": batch["image"][:n].cpu(),
+            "image": F.interpolate(batch["image"][:n], size=batch["depth"].shape[-2:], mode="bilinear").cpu(),
             "pred": pred.float().cpu(),
             "depth": batch["depth"][:n].float().cpu(),
             "valid": batch["valid"][:n].cpu(),

@@ -19,6 +19,7 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
@@ -78,6 +79,15 @@ class GP2Module(pl.LightningModule):
         """image (B, 3, H, W) in [0, 1] -> log-disparity (B, 1, H, W)."""
         return self.net(image)
 
+    def predict_like(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Log-disparity at the target's resolution: the prediction is upsampled bilinearly when the ground
+        truth is kept at its own size (GP2's evaluation; datamodule eval_resize="native").
+        image (B, 3, h, w), target (B, 1, H, W) -> (B, 1, H, W)."""
+        pred = self(image)
+        if pred.shape[-2:] != target.shape[-2:]:
+            pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        return pred
+
     def default_callbacks(self) -> list[pl.Callback]:
         from lightning_modules.gp2.callbacks import DepthVisualizer
 
@@ -107,7 +117,7 @@ class GP2Module(pl.LightningModule):
         return self.metrics[key]
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
-        pred = self(batch["image"])
+        pred = self.predict_like(batch["image"], batch["depth"])
         loss = self._loss(batch, pred)
         metrics = self._metric_set(split, dataloader_idx, batch)
         dense = torch.tensor([t in DENSE_DEPTH_TYPES for t in batch["depth_type"]], device=pred.device)
