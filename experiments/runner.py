@@ -169,6 +169,11 @@ def _scalars(metrics: dict) -> dict:
     return dict(sorted(out.items()))
 
 
+def _merged(results: list[dict]) -> dict:
+    """One dict of finite scalars from Lightning's per-dataloader result dicts."""
+    return _scalars({k: v for r in results for k, v in r.items()})
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -232,10 +237,10 @@ def _train(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     result = {"run_dir": str(run_dir), "experiment": cfg.experiment}
-    result["val"] = _scalars(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
+    result["val"] = _merged(trainer.validate(model, datamodule=datamodule, verbose=False))
     if cfg.test_after_fit:
         tested = trainer.test(model, datamodule=datamodule, verbose=False)
-        result["test"] = _scalars(tested[0]) if tested else {}
+        result["test"] = _merged(tested)
     result["best_checkpoint"] = checkpoint.best_model_path or None
     result["global_step"] = trainer.global_step
     result["epochs"] = trainer.current_epoch
@@ -263,10 +268,10 @@ def _evaluate(cfg: DictConfig) -> dict:
     logger = build_logger(eval_cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, logger, callbacks=[])
     result = {"run_dir": str(run_dir), "experiment": cfg.experiment, "checkpoint": str(src)}
-    result["val"] = _scalars(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
+    result["val"] = _merged(trainer.validate(model, datamodule=datamodule, verbose=False))
     if cfg.test_after_fit:
         tested = trainer.test(model, datamodule=datamodule, verbose=False)
-        result["test"] = _scalars(tested[0]) if tested else {}
+        result["test"] = _merged(tested)
     if trainer.is_global_zero:
         _write_json(run_dir / "metrics.json", result)
     return result

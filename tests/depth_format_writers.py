@@ -43,8 +43,17 @@ def save_png8(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr.astype(np.uint8), mode="L").save(path, format="PNG")
 
 
-def write_nyu(root: Path, rng: np.random.Generator, n: int = 3, h: int = 20, w: int = 24) -> dict:
-    """nyu_depth_v2_labeled.mat in the v7.3 (HDF5) transposed layout + splits.mat (MATLAB v5, 1-based)."""
+def write_nyu(
+    root: Path,
+    rng: np.random.Generator,
+    n: int = 3,
+    h: int = 20,
+    w: int = 24,
+    train_ndxs: tuple[int, ...] = (1, 3),
+    test_ndxs: tuple[int, ...] = (2,),
+) -> dict:
+    """nyu_depth_v2_labeled.mat in the v7.3 (HDF5) transposed layout + splits.mat (MATLAB v5, 1-based
+    `train_ndxs` / `test_ndxs`, as column vectors like the official file)."""
     root.mkdir(parents=True, exist_ok=True)
     images = np.stack([rng_image(rng, h, w) for _ in range(n)])  # (N, H, W, 3)
     depths = rng.uniform(0.5, 9.5, size=(n, h, w)).astype(np.float32)
@@ -56,7 +65,10 @@ def write_nyu(root: Path, rng: np.random.Generator, n: int = 3, h: int = 20, w: 
         f.create_dataset("rawDepths", data=raw.transpose(0, 2, 1))
     scipy.io.savemat(
         root / "splits.mat",
-        {"trainNdxs": np.array([[1], [3]], dtype=np.float64), "testNdxs": np.array([[2]])},
+        {
+            "trainNdxs": np.array(train_ndxs, dtype=np.float64).reshape(-1, 1),
+            "testNdxs": np.array(test_ndxs).reshape(-1, 1),
+        },
     )
     return {"images": images, "depths": depths, "raw": raw}
 
@@ -183,8 +195,11 @@ def write_eth3d(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) ->
     return out
 
 
-def write_diw(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) -> dict:
-    """DIW_test.csv with three samples; the third states an original size twice the thumbnail's."""
+def write_diw(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8, split: str = "test") -> dict:
+    """DIW_test.csv with three samples; the third states an original size twice the thumbnail's.
+    split="train_val" writes DIW_train_val.csv with images under DIW_train_val/ instead."""
+    if split not in ("test", "train_val"):
+        raise ValueError(f"split: expected 'test' or 'train_val', got {split!r}")
     rows = [
         ("a1", (1, 1, 6, 8, ">"), (w, h)),  # corners, 1-based
         ("b2", (3, 5, 2, 7, "<"), (w, h)),
@@ -194,9 +209,9 @@ def write_diw(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) -> d
     imgs = {}
     for name, (ya, xa, yb, xb, rel), (ow, oh) in rows:
         imgs[name] = rng_image(rng, h, w)
-        save_rgb(root / "DIW_test" / f"{name}.thumb", imgs[name], "JPEG")
-        lines += [f"./DIW_test/{name}.thumb", f"{ya},{xa},{yb},{xb},{rel},{ow},{oh}"]
-    (root / "DIW_test.csv").write_text("\n".join(lines) + "\n")
+        save_rgb(root / f"DIW_{split}" / f"{name}.thumb", imgs[name], "JPEG")
+        lines += [f"./DIW_{split}/{name}.thumb", f"{ya},{xa},{yb},{xb},{rel},{ow},{oh}"]
+    (root / f"DIW_{split}.csv").write_text("\n".join(lines) + "\n")
     return imgs
 
 

@@ -10,6 +10,7 @@ alignment, so they synchronize across DDP ranks. Logged keys:
                                several val datasets, val/<metric> is their mean and val/<dataset>/<metric>
                                each one's
   val/<alignment>/<metric>     the other alignments
+  val/loss, val/whdr           the loss (and WHDR on ordinal pairs), per dataset as the metrics
   test/...                     the same for the test split
 """
 
@@ -21,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
 from lightning_modules.gp2.network import LightWeightRefineNet
@@ -113,7 +115,7 @@ class GP2Module(pl.LightningModule):
             cap = caps[0] if caps is not None and len(caps) else None
             cap = float(cap) if cap is not None else self.hparams.max_depth
             sets = {a: DepthMetrics(alignment=a, max_depth=cap) for a in self.hparams.alignments}
-            self.metrics[key] = nn.ModuleDict({**sets, "whdr": WHDR()}).to(self.device)
+            self.metrics[key] = nn.ModuleDict({**sets, "whdr": WHDR(), "loss": MeanMetric()}).to(self.device)
         return self.metrics[key]
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
@@ -126,7 +128,7 @@ class GP2Module(pl.LightningModule):
             metrics[a].update(pred, batch["depth"], mask)
         if batch.get("ordinal") is not None:
             metrics["whdr"].update(pred, batch["ordinal"])
-        self.log(f"{split}/loss", loss, batch_size=pred.shape[0], add_dataloader_idx=False, sync_dist=True)
+        metrics["loss"].update(loss, weight=pred.shape[0])
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
@@ -147,6 +149,7 @@ class GP2Module(pl.LightningModule):
         names = self._names(split) or [str(i) for i in range(len(keys))]
         main = self.hparams.alignments[0]
         per_loader: list[dict[str, torch.Tensor]] = []
+        losses: list[torch.Tensor] = []
         out: dict[str, torch.Tensor] = {}
         for key in keys:
             idx = int(key.rsplit("_", 1)[1])
@@ -169,10 +172,14 @@ class GP2Module(pl.LightningModule):
             sets["whdr"].reset()
             if torch.isfinite(whdr):
                 out[f"{prefix}/whdr"] = whdr.float()
+            out[f"{prefix}/loss"] = sets["loss"].compute().float()
+            sets["loss"].reset()
+            losses.append(out[f"{prefix}/loss"])
             if main_vals:
                 per_loader.append(main_vals)
-        if len(keys) > 1 and per_loader:
-            for name in REPORTED:
+        if len(keys) > 1:
+            out[f"{split}/loss"] = torch.stack(losses).mean()
+            for name in REPORTED if per_loader else ():
                 out[f"{split}/{name}"] = torch.stack([d[name] for d in per_loader]).mean()
         # compute() already synchronized the states across ranks: every rank logs the same values.
         self.log_dict(out, sync_dist=False, add_dataloader_idx=False)
