@@ -95,6 +95,26 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _leaves(v: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.0.b": leaf} of nested lists / dicts."""
+    items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else None
+    if items is None:
+        return {prefix: v}
+    out: dict[str, Any] = {}
+    for k, x in items:
+        out.update(_leaves(x, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _short(rows: list[dict], col: str) -> list[str]:
+    """A column's cells; nested values (e.g. a list of data entries) shown by the leaves that vary."""
+    if not any(isinstance(r[col], (list, dict)) for r in rows):
+        return [_fmt(r[col]) for r in rows]
+    leaves = [_leaves(r[col]) for r in rows]
+    varying = [k for k in leaves[0] if any(lv.get(k) != leaves[0][k] for lv in leaves)]
+    return [" ".join(f"{k.split('.')[-1]}={_fmt(lv.get(k))}" for k in varying) for lv in leaves]
+
+
 def run_offline(
     name: str, spec: dict, count: int | None = None, extra: list[str] | None = None
 ) -> list[dict]:
@@ -125,12 +145,13 @@ def run_offline(
     rows.sort(key=lambda r: (math.isnan(r[metric]), r[metric] if goal == "minimize" else -r[metric]))
     root.mkdir(parents=True, exist_ok=True)
     (root / "summary.json").write_text(json.dumps(rows, indent=2))
-    cols = [c for c in rows[0] if c != "run_dir"] + ["run_dir"]
-    widths = [max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols]
-    print(f"\nsweep {name}: {len(rows)} runs sorted by {metric} ({goal})")
+    cols = [c for c in rows[0] if c not in ("run_dir", "exp")] + ["run_dir"]
+    cells = {c: _short(rows, c) for c in cols}
+    widths = [max(len(c), *(len(x) for x in cells[c])) for c in cols]
+    print(f"\nsweep {name} ({runs[0]['exp']}): {len(rows)} runs sorted by {metric} ({goal})")
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for r in rows:
-        print("  ".join(_fmt(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    for i in range(len(rows)):
+        print("  ".join(cells[c][i].ljust(w) for c, w in zip(cols, widths)))
     return rows
 
 

@@ -114,7 +114,7 @@ def test_offline_sweep_of_two_runs(tmp_path, monkeypatch, capsys):
     overrides = [o for o in tiny(tmp_path / "unused", "logger=csv") if not o.startswith("run_dir=")]
     assert main(["sweep", str(sweep), *overrides]) == 0
     out = capsys.readouterr().out
-    assert "2 runs sorted by val/absrel" in out
+    assert "2 runs sorted by val/absrel" in out and "model.lr" in out
     (summary,) = (tmp_path / "runs" / "sweeps").glob("two-*/summary.json")
     rows = json.loads(summary.read_text())
     assert len(rows) == 2 and {r["model.lr"] for r in rows} == {1e-3, 1e-6}
