@@ -172,6 +172,12 @@ def pixel_to_ndc(uv: torch.Tensor, image_size: int | Sequence[int]) -> torch.Ten
     return (uv.new_tensor([w - 1.0, h - 1.0]) - 2.0 * uv) / s
 
 
+def _ndc_half_range(size: int, other: int) -> float:
+    """Half the NDC extent of an image side of `size` pixels when the other side has `other` pixels: the
+    shorter side spans [-1, 1], a longer one [-size / other, size / other]."""
+    return size / other if size > other else 1.0
+
+
 def pixel_index_to_ndc(
     index: torch.Tensor, size: int, other: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -182,7 +188,7 @@ def pixel_index_to_ndc(
     Args:
         index: integer tensor of any shape. Returns: same shape, `dtype`.
     """
-    off = size / other if size > other else 1.0
+    off = _ndc_half_range(size, other)
     rev = (size - 1 - index).to(dtype)
     return -off + (2.0 * off * rev + off) / size
 
@@ -255,14 +261,22 @@ def intrinsics_from_fov(fov_deg: float | torch.Tensor, height: int, width: int) 
     Returns:
         (B, 3, 3)
     """
-    fov = torch.as_tensor(fov_deg, dtype=torch.get_default_dtype() if not torch.is_tensor(fov_deg) else None)
+    fov = torch.as_tensor(fov_deg)
+    if not fov.is_floating_point():  # an integer fov would truncate the focal length
+        fov = fov.to(torch.get_default_dtype())
     if fov.dim() == 0:
         fov = fov[None]
     _check_shape(fov, "fov_deg", ("B",))
     f = focal_from_fov(fov, width)  # (B,)
-    K = torch.zeros(fov.shape[0], 3, 3, dtype=fov.dtype, device=fov.device)
-    K[:, 0, 0] = f
-    K[:, 1, 1] = f
+    return _make_K(f, f, height, width)
+
+
+def _make_K(fx: torch.Tensor, fy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 3, 3) intrinsics with focal lengths fx, fy (B,) and the principal point at the image centre,
+    `((W - 1) / 2, (H - 1) / 2)` (pixel centres at integers)."""
+    K = fx.new_zeros(fx.shape[0], 3, 3)
+    K[:, 0, 0] = fx
+    K[:, 1, 1] = fy
     K[:, 0, 2] = (width - 1) * 0.5
     K[:, 1, 2] = (height - 1) * 0.5
     K[:, 2, 2] = 1.0
@@ -270,6 +284,23 @@ def intrinsics_from_fov(fov_deg: float | torch.Tensor, height: int, width: int) 
 
 
 # ------------------------------------------------------------------------------------------- look at
+def _result_dtype_device(
+    values: Sequence[object], dtype: torch.dtype | None, device: torch.device | str | None
+) -> tuple[torch.dtype, torch.device | str | None]:
+    """dtype and device of a result built from `values` (tensors, floats, sequences).
+
+    An explicit dtype / device wins; otherwise dtype is that of the first floating-point tensor in `values`
+    (the default dtype when there is none) and device that of the first tensor (floating ones first).
+    """
+    tensors = [v for v in values if torch.is_tensor(v)]
+    floating = [v for v in tensors if v.is_floating_point()]
+    if dtype is None:
+        dtype = floating[0].dtype if floating else torch.get_default_dtype()
+    if device is None and tensors:
+        device = (floating or tensors)[0].device
+    return dtype, device
+
+
 class LookAt(NamedTuple):
     R: torch.Tensor  # (N, 3, 3)
     T: torch.Tensor  # (N, 3)
@@ -281,15 +312,17 @@ def camera_position_from_spherical_angles(
     azimuth: float | torch.Tensor,
     degrees: bool = True,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Camera centre `dist * (cos(elev) sin(azim), sin(elev), cos(elev) cos(azim))` (PyTorch3D).
 
     Args:
         distance, elevation, azimuth: floats or (N,) tensors, broadcast together.
+        device, dtype: of the result; None takes them from the tensor arguments (`_result_dtype_device`).
     Returns:
         (N, 3)
     """
+    dtype, device = _result_dtype_device((distance, elevation, azimuth), dtype, device)
     d, e, a = (
         torch.as_tensor(v, dtype=dtype, device=device).reshape(-1) for v in (distance, elevation, azimuth)
     )
@@ -325,10 +358,9 @@ def look_at_rotation(
     z = F.normalize(at_t - c, dim=-1, eps=1e-5)
     x = F.normalize(torch.linalg.cross(up_t, z, dim=-1), dim=-1, eps=1e-5)
     degenerate = torch.isclose(x, x.new_zeros(()), atol=5e-3).all(dim=-1, keepdim=True)  # (N, 1)
-    if bool(degenerate.any()):
-        eye = torch.eye(3, dtype=z.dtype, device=z.device)
-        e = eye[z.abs().argmin(dim=-1)]  # (N, 3)
-        x = torch.where(degenerate, F.normalize(torch.linalg.cross(e, z, dim=-1), dim=-1, eps=1e-5), x)
+    # no data-dependent branch (no host sync; works for tensors without data, e.g. on the meta device)
+    e = torch.eye(3, dtype=z.dtype, device=z.device)[z.abs().argmin(dim=-1)]  # (N, 3)
+    x = torch.where(degenerate, F.normalize(torch.linalg.cross(e, z, dim=-1), dim=-1, eps=1e-5), x)
     y = F.normalize(torch.linalg.cross(z, x, dim=-1), dim=-1, eps=1e-5)
     return torch.stack([x, y, z], dim=-1)  # columns
 
@@ -342,7 +374,7 @@ def look_at_view_transform(
     at: torch.Tensor | Sequence = ((0, 0, 0),),
     up: torch.Tensor | Sequence = ((0, 1, 0),),
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> LookAt:
     """(R, T) of cameras on a sphere around `at` (PyTorch3D's look_at_view_transform).
 
@@ -354,23 +386,23 @@ def look_at_view_transform(
         dist, elev, azim: floats or (N,) tensors (angles in degrees unless degrees=False), broadcast.
         eye: (N, 3) camera centres; overrides dist/elev/azim.
         at, up: (N, 3) or (1, 3).
-        device, dtype: of the result when no argument is a floating tensor (else taken from the first one).
+        device, dtype: of the result; None takes them from the tensor arguments (eye, dist, elev, azim,
+            at, up in this order): dtype of the first floating-point one (else the default dtype), device of
+            the first tensor. Every argument is moved to that device and dtype.
     Returns:
         LookAt(R (N, 3, 3), T (N, 3)); unpacks as `R, T = look_at_view_transform(...)`.
     """
-    # floating tensor arguments set dtype (and, when device is None, the device) of the result
-    first = next((v for v in (eye, dist, elev, azim) if torch.is_tensor(v) and v.is_floating_point()), None)
-    if first is not None:
-        dtype, device = first.dtype, first.device if device is None else device
+    dtype, device = _result_dtype_device((eye, dist, elev, azim, at, up), dtype, device)
+    at_t = torch.as_tensor(at, dtype=dtype, device=device).reshape(-1, 3)
+    up_t = torch.as_tensor(up, dtype=dtype, device=device).reshape(-1, 3)
     if eye is not None:
         C = torch.as_tensor(eye, dtype=dtype, device=device).reshape(-1, 3)
     else:
-        at_t = torch.as_tensor(at, dtype=dtype, device=device).reshape(-1, 3)
         C = camera_position_from_spherical_angles(
             dist, elev, azim, degrees=degrees, device=device, dtype=dtype
         )
         C = C + at_t
-    R = look_at_rotation(C, at, up)
+    R = look_at_rotation(C, at_t, up_t)
     C = C.expand(R.shape[0], 3)
     T = -(C[:, None, :] @ R)[:, 0, :]
     return LookAt(R, T)
@@ -536,13 +568,7 @@ class FoVPerspectiveCameras(_Cameras):
         h, w = image_hw(image_size)
         s = min(h, w)
         t = self._tan_half
-        K = torch.zeros(t.shape[0], 3, 3, dtype=t.dtype, device=t.device)
-        K[:, 0, 0] = s / (2.0 * t * self.aspect_ratio)
-        K[:, 1, 1] = s / (2.0 * t)
-        K[:, 0, 2] = (w - 1) * 0.5
-        K[:, 1, 2] = (h - 1) * 0.5
-        K[:, 2, 2] = 1.0
-        return K
+        return _make_K(s / (2.0 * t * self.aspect_ratio), s / (2.0 * t), h, w)
 
 
 @dataclass

@@ -40,8 +40,9 @@ class Unprojection(NamedTuple):
 
 
 class Projection(NamedTuple):
-    pixels: torch.Tensor  # (B, P, 2) (u, v)
+    pixels: torch.Tensor  # (B, P, 2) (u, v), zero where not valid
     depth: torch.Tensor  # (B, P) z
+    valid: torch.Tensor  # (B, P) bool: finite z > 0
 
 
 def _check_frame(frame: str) -> None:
@@ -126,10 +127,12 @@ def project_points(points: torch.Tensor, K: torch.Tensor, frame: str = "opencv")
     """Project camera-frame points to pixels, the inverse of `unproject_depth`.
 
     Args:
-        points: (B, P, 3) in the camera frame `frame` ("opencv" or "pytorch3d"), z > 0.
+        points: (B, P, 3) in the camera frame `frame` ("opencv" or "pytorch3d").
         K: (B, 3, 3)
     Returns:
-        Projection(pixels (B, P, 2) as (u, v), depth (B, P) = z).
+        Projection(pixels (B, P, 2) as (u, v), zero where not valid; depth (B, P) = z;
+        valid (B, P) bool: finite z > 0). Points at or behind the camera give no NaN/inf (values or
+        gradients); `pixels, depth, valid = project_points(...)`.
     """
     _check_frame(frame)
     sizes: dict[str, int] = {}
@@ -137,7 +140,12 @@ def project_points(points: torch.Tensor, K: torch.Tensor, frame: str = "opencv")
     _check_shape(K, "K", ("B", 3, 3), sizes)
     if frame == "pytorch3d":
         points = opencv_to_pytorch3d_view(points)
-    return Projection(_project_opencv(points, K.to(points.dtype)), points[..., 2])
+    z = points[..., 2]  # (B, P)
+    valid = torch.isfinite(z) & (z > 0)
+    safe = torch.cat([points[..., :2], torch.where(valid, z, torch.ones_like(z))[..., None]], dim=-1)
+    pixels = _project_opencv(safe, K.to(points.dtype))  # (B, P, 2)
+    pixels = torch.where(valid[..., None], pixels, torch.zeros_like(pixels))
+    return Projection(pixels, z, valid)
 
 
 def valid_points_padded(points: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

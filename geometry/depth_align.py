@@ -62,6 +62,10 @@ def masked_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         `(B,)`; 0 for a sample without a valid element. Differentiable (the gradient flows to the
         selected element), no Python loop over the batch.
     """
+    if not torch.is_tensor(mask) or mask.dtype != torch.bool:
+        raise ValueError(
+            f"Expected mask to be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}"
+        )
     if x.shape != mask.shape:
         raise ValueError(f"Expected mask of shape {tuple(x.shape)}, got {tuple(mask.shape)}")
     xf = x.reshape(x.shape[0], -1)  # (B, P)

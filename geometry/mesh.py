@@ -335,8 +335,11 @@ def sample_points_from_meshes(
         areas = cross.norm(dim=-1)  # (B, F), proportional to area
         if bool((areas.sum(-1) <= 0).any()):
             raise ValueError("every mesh needs at least one face of positive area to sample from")
-        face_idx = torch.multinomial(areas, num_samples, replacement=True, generator=generator)  # (B, P)
-        uv = torch.rand(2, B, num_samples, dtype=v.dtype, device=v.device, generator=generator)
+        # draw on the generator's device (a CPU generator may drive CUDA verts), then move to the verts'
+        gdev = v.device if generator is None else generator.device
+        face_idx = torch.multinomial(areas.to(gdev), num_samples, replacement=True, generator=generator)
+        uv = torch.rand(2, B, num_samples, dtype=v.dtype, device=gdev, generator=generator)
+        face_idx, uv = face_idx.to(v.device), uv.to(v.device)  # (B, P), (2, B, P)
     u_sqrt = uv[0].sqrt()
     w = torch.stack([1.0 - u_sqrt, u_sqrt * (1.0 - uv[1]), u_sqrt * uv[1]], dim=-1)  # (B, P, 3)
     bidx = torch.arange(B, device=v.device)[:, None]

@@ -148,7 +148,8 @@ def save_obj(
     decimal_places: int | None = None,
 ) -> None:
     """Write verts (V, 3) and faces (F, 3) (0-based) to an .obj, optionally with verts_uvs (T, 2) and
-    faces_uvs (F, 3). Refuses to replace an existing file unless overwrite=True (FileExistsError).
+    faces_uvs (F, 3) (-1 = corner without texture coordinate, as `load_obj` returns; written as `v` instead
+    of `v/vt`, so load -> save -> load is exact). Refuses to replace an existing file unless overwrite=True (FileExistsError).
     Values are written with full float32 precision (repr) unless decimal_places is given."""
     path = Path(path)
     if verts.dim() != 2 or verts.shape[1] != 3:
@@ -165,6 +166,13 @@ def save_obj(
         )
     if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts.shape[0]):
         raise ValueError(f"faces index out of range for {verts.shape[0]} verts")
+    if faces_uvs is not None and faces_uvs.numel():
+        lo, hi = int(faces_uvs.min()), int(faces_uvs.max())
+        if lo < -1 or hi >= verts_uvs.shape[0]:
+            raise ValueError(
+                f"faces_uvs values must be in [-1, {verts_uvs.shape[0]}) for {verts_uvs.shape[0]} verts_uvs "
+                f"(-1 = no texture coordinate), got [{lo}, {hi}]"
+            )
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
 
@@ -176,8 +184,14 @@ def save_obj(
         lines += [
             f"vt {fmt(float(a))} {fmt(float(b))}" for a, b in verts_uvs.detach().cpu().double().tolist()
         ]
-        t1 = (faces_uvs.detach().cpu().long() + 1).tolist()
-        lines += [f"f {a}/{ta} {b}/{tb} {c}/{tc}" for (a, b, c), (ta, tb, tc) in zip(f1, t1)]
+        t1 = (faces_uvs.detach().cpu().long() + 1).tolist()  # 0 = no texture coordinate
+
+        def corner(v: int, t: int) -> str:
+            return f"{v}/{t}" if t > 0 else f"{v}"
+
+        lines += [
+            f"f {corner(a, ta)} {corner(b, tb)} {corner(c, tc)}" for (a, b, c), (ta, tb, tc) in zip(f1, t1)
+        ]
     else:
         lines += [f"f {a} {b} {c}" for a, b, c in f1]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from .backend import resolve_backend
-from .cameras import image_hw, pixel_index_to_ndc
+from .cameras import _ndc_half_range, image_hw, pixel_index_to_ndc
 
 _EPS = 1e-8  # PyTorch3D kEpsilon (csrc/utils/geometry_utils.h)
 _CLIP_EPS = 1e-5  # BarycentricClipForward sum clamp (csrc/utils/geometry_utils.h)
@@ -80,11 +80,6 @@ class PixelFaceCandidates(NamedTuple):
     zbuf: Tensor
     bary_coords: Tensor
     dists: Tensor
-
-
-def _ndc_half_range(s1: int, s2: int) -> float:
-    """Half the NDC extent of an image side of s1 pixels when the other side has s2 (shorter side -> 1)."""
-    return s1 / s2 if s1 > s2 else 1.0
 
 
 def _edge(px: Tensor, py: Tensor, ax: Tensor, ay: Tensor, bx: Tensor, by: Tensor) -> Tensor:
@@ -253,7 +248,6 @@ def _compact(pix: Tensor, face: Tensor, z: Tensor, K: int | None) -> tuple[Tenso
 
 def _select_candidates(
     fv: Tensor,
-    N: int,
     F: int,
     H: int,
     W: int,
@@ -277,8 +271,11 @@ def _select_candidates(
         nz = torch.nonzero(count).squeeze(1)  # faces touching at least one pixel
         cnt = count[nz]
         cum = torch.cumsum(cnt, 0)
-        bpix, bface, bz = (torch.zeros(0, dtype=torch.long, device=device),) * 2 + (fv.new_zeros(0),)
-        limit = 2 * max_pairs
+        # kept candidates: lists of chunks, concatenated once (and, with K, compacted whenever they doubled)
+        bpix: list[Tensor] = [torch.zeros(0, dtype=torch.long, device=device)]
+        bface: list[Tensor] = [torch.zeros(0, dtype=torch.long, device=device)]
+        bz: list[Tensor] = [fv.new_zeros(0)]
+        held, limit = 0, 2 * max_pairs
         start, total = 0, nz.numel()
         while start < total:
             base = int(cum[start - 1]) if start > 0 else 0
@@ -306,11 +303,15 @@ def _select_candidates(
             keep = in_box & (z >= 0) & (inside | (d2 < blur_radius))
             face, z = face[keep], z[keep]
             pix = (torch.div(face, F, rounding_mode="floor") * H + i[keep]) * W + j[keep]
-            bpix, bface, bz = torch.cat([bpix, pix]), torch.cat([bface, face]), torch.cat([bz, z])
-            if K is not None and bpix.numel() > limit:
-                bpix, bface, bz, _ = _compact(bpix, bface, bz, K)
-                limit = max(2 * max_pairs, 2 * bpix.numel())
-        pix, face, _, rank = _compact(bpix, bface, bz, K)
+            bpix.append(pix)
+            bface.append(face)
+            bz.append(z)
+            held += pix.numel()
+            if K is not None and held > limit:
+                p_, f_, z_, _ = _compact(torch.cat(bpix), torch.cat(bface), torch.cat(bz), K)
+                bpix, bface, bz, held = [p_], [f_], [z_], p_.numel()
+                limit = max(2 * max_pairs, 2 * held)
+        pix, face, _, rank = _compact(torch.cat(bpix), torch.cat(bface), torch.cat(bz), K)
     return pix, face, rank
 
 
@@ -337,10 +338,10 @@ def rasterize_candidates(
     if blur_radius < 0:
         raise ValueError(f"blur_radius must be >= 0, got {blur_radius}")
     clip = blur_radius > 0 if clip_barycentric_coords is None else bool(clip_barycentric_coords)
-    N, F = faces.shape[:2]
+    F = faces.shape[1]
     fv = gather_face_verts(verts_ndc, faces)  # (N*F, 3, 3)
     pix, face, rank = _select_candidates(
-        fv, N, F, H, W, blur_radius, faces_per_pixel, perspective_correct, clip, cull_backfaces, max_pairs
+        fv, F, H, W, blur_radius, faces_per_pixel, perspective_correct, clip, cull_backfaces, max_pairs
     )
     dtype = verts_ndc.dtype
     px = pixel_index_to_ndc(pix % W, W, H, dtype)

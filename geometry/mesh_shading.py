@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as Fnn
 from torch import Tensor
 
-from .cameras import image_hw
+from .cameras import image_hw, ndc_to_pixel
 from .mesh_raster import (
     MAX_PAIRS,
     Fragments,
     _check_inputs,
-    _ndc_half_range,
     rasterize_candidates,
     rasterize_meshes,
 )
@@ -84,7 +83,6 @@ def mesh_soft_silhouette(
     Returns:
         alpha (N, H, W).
     """
-    _check_inputs(verts_ndc, faces)
     H, W = image_hw(image_size)
     blur = default_blur_radius(sigma) if blur_radius is None else blur_radius
     c = rasterize_candidates(
@@ -277,16 +275,6 @@ def sample_vertex_colors(
     return out[..., 0].transpose(1, 2)
 
 
-def ndc_to_pixel_index(xy_ndc: Tensor, image_size: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """(row, col) long of the pixel whose centre is nearest to NDC points (..., 2) (may fall outside)."""
-    H, W = image_hw(image_size)
-    ox, oy = _ndc_half_range(W, H), _ndc_half_range(H, W)
-    # inverse of x = ox * (1 - (2j + 1)/W)
-    col = torch.round(((1.0 - xy_ndc[..., 0] / ox) * W - 1.0) / 2.0).long()
-    row = torch.round(((1.0 - xy_ndc[..., 1] / oy) * H - 1.0) / 2.0).long()
-    return row, col
-
-
 def vertex_visibility(
     verts_ndc: Tensor,
     faces: Tensor,
@@ -308,6 +296,8 @@ def vertex_visibility(
         verts_ndc: (N, V, 3); faces: (F, 3) or (N, F, 3).
         fragments: from `rasterize_meshes` of the same meshes; if None it is rasterized at image_size (K=1).
     """
+    if method not in ("faces", "depth"):
+        raise ValueError(f"method must be 'faces' or 'depth', got {method!r}")
     faces = _check_inputs(verts_ndc, faces)
     N, V = verts_ndc.shape[:2]
     F = faces.shape[1]
@@ -330,13 +320,13 @@ def vertex_visibility(
         for corner in range(3):
             vis[batch[won], faces[..., corner][won]] = True
         return vis
-    if method == "depth":
-        H, W = p2f.shape[1:]
-        row, col = ndc_to_pixel_index(verts_ndc[..., :2].detach(), (H, W))  # (N, V)
-        inside = (row >= 0) & (row < H) & (col >= 0) & (col < W)
-        batch = torch.arange(N, device=verts_ndc.device)[:, None].expand(N, V)
-        r, c = row.clamp(0, H - 1), col.clamp(0, W - 1)
-        zb = fragments.zbuf[..., 0][batch, r, c]
-        covered = p2f[batch, r, c] >= 0
-        return inside & covered & (verts_ndc[..., 2].detach() <= zb + eps)
-    raise ValueError(f"method must be 'faces' or 'depth', got {method!r}")
+    # method == "depth"
+    H, W = p2f.shape[1:]
+    # (col, row) of the pixel whose centre is nearest (may fall outside the image)
+    col, row = ndc_to_pixel(verts_ndc[..., :2].detach(), (H, W)).round().long().unbind(-1)  # (N, V)
+    inside = (row >= 0) & (row < H) & (col >= 0) & (col < W)
+    batch = torch.arange(N, device=verts_ndc.device)[:, None].expand(N, V)
+    r, c = row.clamp(0, H - 1), col.clamp(0, W - 1)
+    zb = fragments.zbuf[..., 0][batch, r, c]
+    covered = p2f[batch, r, c] >= 0
+    return inside & covered & (verts_ndc[..., 2].detach() <= zb + eps)

@@ -33,8 +33,8 @@ from typing import NamedTuple
 import torch
 
 from geometry.backend import resolve_backend
-from geometry.cameras import image_hw, pixel_index_to_ndc, pixel_to_ndc
-from geometry.depth import unproject_depth
+from geometry.cameras import image_hw, ndc_to_pixel, pixel_index_to_ndc, pixel_to_ndc
+from geometry.depth import project_points, unproject_depth
 
 _MAX_PAIRS = 1 << 22  # (pixel, point) pairs evaluated at once
 
@@ -79,12 +79,6 @@ def _check(t: torch.Tensor, name: str, shape: tuple, expected: str) -> None:
     ok = t.dim() == len(shape) and all(s is None or t.shape[d] == s for d, s in enumerate(shape))
     if not ok:
         raise ValueError(f"Expected {name} to be of shape {expected}, got {tuple(t.shape)}")
-
-
-def _ndc_to_pix(x: torch.Tensor, y: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Continuous (col, row) pixel coordinates of NDC x, y; the centre of pixel (i, j) is (j, i)."""
-    S = min(H, W)
-    return (W - 1 - x * S) / 2, (H - 1 - y * S) / 2
 
 
 def _valid_from_lengths(N: int, P: int, lengths: torch.Tensor | None, device) -> torch.Tensor:
@@ -221,7 +215,7 @@ def rasterize_points(
     valid = _valid_from_lengths(N, P, lengths, device).reshape(-1) & (z >= 0) & torch.isfinite(z)
     xs = pixel_index_to_ndc(torch.arange(W, device=device), W, H, dtype)  # (W,)
     ys = pixel_index_to_ndc(torch.arange(H, device=device), H, W, dtype)  # (H,)
-    u, v = _ndc_to_pix(x.double(), y.double(), H, W)
+    u, v = ndc_to_pixel(torch.stack([x, y], dim=-1).double(), (H, W)).unbind(-1)  # (NP,) each
     half = rd.double() * min(H, W) / 2
     r2 = rd * rd
 
@@ -372,7 +366,7 @@ def _points_2d_to_pix(
     ):  # x right, y down, each axis spanning [-1, 1] (grid_sample, align_corners=False)
         return ((x + 1) * W - 1) / 2, ((y + 1) * H - 1) / 2
     if coords == "ndc":
-        return _ndc_to_pix(x, y, H, W)
+        return ndc_to_pixel(points_2d, (H, W)).unbind(-1)
     raise ValueError(f"coords must be 'normalized' or 'ndc', got {coords!r}")
 
 
@@ -490,7 +484,7 @@ def differ_feature_projection(
     _check(features, "features", (B, P, None), "(B, P, C)")
     H, W = image_hw(image_size)
     C = features.shape[-1]
-    u, v = _ndc_to_pix(points_ndc[..., 0], points_ndc[..., 1], H, W)
+    u, v = ndc_to_pixel(points_ndc[..., :2], (H, W)).unbind(-1)  # (B, P) each
     z = points_ndc[..., 2].reshape(-1)
     valid = _valid_from_lengths(B, P, lengths, points_ndc.device) & (points_ndc[..., 2].detach() > 0)
     inv = beta / torch.where(valid.reshape(-1), z, torch.ones_like(z))  # (BP,)
@@ -564,15 +558,14 @@ def render_depth_novel_view(
         _check(features, "features", (B, None, H, W), "(B, C, H, W)")
     Ht, Wt = (H, W) if image_size is None else image_hw(image_size)
 
-    ok = (torch.isfinite(depth) & (depth > 0)).reshape(B, H * W)
-    d = torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.ones_like(depth))
-    X = unproject_depth(d, K).points @ R + t.unsqueeze(1)  # (B, HW, 3) target camera frame
-    ok = ok & (X[..., 2].detach() > 0)
-    Z = torch.where(ok, X[..., 2], torch.ones_like(X[..., 2]))
-    uvw = X @ K_target.transpose(1, 2)
-    xy_ndc = pixel_to_ndc(uvw[..., :2] / Z.unsqueeze(-1), (Ht, Wt))  # OpenCV pixels -> PyTorch3D NDC
+    dtype = depth.dtype  # K, K_target, R, t may come in another float dtype
+    source = unproject_depth(depth, K.to(dtype))  # points (B, HW, 3), zero where depth is missing
+    X = source.points @ R.to(dtype) + t.to(dtype).unsqueeze(1)  # (B, HW, 3) target camera frame
+    target = project_points(X, K_target.to(dtype))  # pixels (B, HW, 2), zero where z <= 0
+    ok = source.valid & target.valid
+    xy_ndc = pixel_to_ndc(target.pixels, (Ht, Wt))  # OpenCV pixels -> PyTorch3D NDC
     S = min(Ht, Wt)
-    z = torch.where(ok, Z, torch.full_like(Z, -1.0))  # z < 0: never rasterized
+    z = torch.where(ok, target.depth, torch.full_like(target.depth, -1.0))  # z < 0: never rasterized
     pts = torch.cat([xy_ndc, z.unsqueeze(-1)], -1)
     frags = rasterize_points(
         pts, (Ht, Wt), radius=2 * radius / S, points_per_pixel=1, backend="torch", max_pairs=max_pairs

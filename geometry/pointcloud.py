@@ -19,6 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from geometry.backend import resolve_backend
+from geometry.rotations import (
+    _safe_sqrt_positive,
+    axis_angle_to_matrix,
+    quaternion_to_axis_angle,
+    standardize_quaternion,
+)
 
 # Elements of one (N, chunk, P2) distance block in `knn_points`: 2**24 values = 64 MiB in float32.
 KNN_CHUNK_ELEMENTS = 2**24
@@ -389,12 +395,6 @@ CHAMFER_VARIANTS: dict[str, tuple[bool, str, float]] = {
 }
 
 
-def _safe_sqrt(d: torch.Tensor) -> torch.Tensor:
-    """sqrt with a zero (not NaN/inf) gradient at 0."""
-    pos = d > 0
-    return torch.where(pos, torch.where(pos, d, torch.ones_like(d)).sqrt(), torch.zeros_like(d))
-
-
 def chamfer_variant(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -436,7 +436,7 @@ def chamfer_variant(
         x, y, x_lengths=x_lengths, y_lengths=y_lengths, batch_reduction=None, point_reduction=None
     )[0]  # (N, P1), (N, P2) squared distances, 0 at padded points
     if not squared:
-        cx, cy = _safe_sqrt(cx), _safe_sqrt(cy)
+        cx, cy = _safe_sqrt_positive(cx), _safe_sqrt_positive(cy)
     cx, cy = cx.sum(1), cy.sum(1)  # (N,)
     if reduction == "mean":
         x_n = _lengths_or_full("x_lengths", x_lengths, x).clamp(min=1).to(cx.dtype)
@@ -482,7 +482,7 @@ def emd_exact(x: torch.Tensor, y: torch.Tensor) -> EMD:
     assignment = np.stack([linear_sum_assignment(c)[1] for c in cost_np]) if P else np.zeros((B, 0), np.int64)
     assignment = torch.as_tensor(assignment, dtype=torch.int64, device=x.device)  # (B, P)
     y_matched = y.gather(1, assignment[..., None].expand(-1, -1, D))  # (B, P, D)
-    dist = _safe_sqrt((x - y_matched).square().sum(-1)).mean(1)  # (B,)
+    dist = _safe_sqrt_positive((x - y_matched).square().sum(-1)).mean(1)  # (B,)
     return EMD(dist, assignment)
 
 
@@ -584,31 +584,32 @@ def _random_axis_angles(n: int, gen: torch.Generator, dtype: torch.dtype) -> tor
     """(n, 3) axis-angle vectors of rotations uniform on SO(3) (normalised Gaussian quaternions)."""
     q = torch.randn(n, 4, generator=gen, dtype=torch.float64)
     q = q / q.norm(dim=1, keepdim=True)
-    q = q * torch.where(q[:, :1] < 0, -1.0, 1.0)  # real part >= 0: angle in [0, pi]
-    sin_half = q[:, 1:].norm(dim=1, keepdim=True)
-    angle = 2.0 * torch.atan2(sin_half, q[:, :1])
-    axis = q[:, 1:] / sin_half.clamp_min(1e-12)
-    return (axis * angle).to(dtype)
+    return quaternion_to_axis_angle(standardize_quaternion(q)).to(dtype)  # angle in [0, pi]
 
 
-def _mean_chamfer(
-    pred: torch.Tensor,
-    pred_len: torch.Tensor,
-    gt: torch.Tensor,
-    gt_len: torch.Tensor,
-    R: torch.Tensor,
-    squared: bool,
-) -> torch.Tensor:
-    """(C,) mean over the S pairs of the Chamfer distance of pred @ R[c] to gt, for R (C, 3, 3)."""
+class _Tiled(NamedTuple):
+    """pred (S, P, 3), gt and the lengths tiled for up to C_max candidate rotations (built once)."""
+
+    pred: torch.Tensor  # (S, P, 3)
+    pred_len: torch.Tensor  # (C_max * S,)
+    gt: torch.Tensor  # (C_max * S, Q, 3)
+    gt_len: torch.Tensor  # (C_max * S,)
+
+
+def _tile(
+    pred: torch.Tensor, pred_len: torch.Tensor, gt: torch.Tensor, gt_len: torch.Tensor, c_max: int
+) -> _Tiled:
+    return _Tiled(pred, pred_len.repeat(c_max), gt.repeat(c_max, 1, 1), gt_len.repeat(c_max))
+
+
+def _mean_chamfer(t: _Tiled, R: torch.Tensor, squared: bool) -> torch.Tensor:
+    """(C,) mean over the S pairs of the Chamfer distance of pred @ R[c] to gt, for R (C, 3, 3), C <= C_max."""
     C = R.shape[0]
-    S, P, _ = pred.shape
-    rotated = torch.einsum("spd,cde->cspe", pred, R).reshape(C * S, P, 3)
+    S, P, _ = t.pred.shape
+    rotated = torch.einsum("spd,cde->cspe", t.pred, R).reshape(C * S, P, 3)
+    n = C * S  # the tiles are C_max copies one after the other: the first C of them
     d = chamfer_variant(
-        rotated,
-        gt.repeat(C, 1, 1),
-        squared=squared,
-        x_lengths=pred_len.repeat(C),
-        y_lengths=gt_len.repeat(C),
+        rotated, t.gt[:n], squared=squared, x_lengths=t.pred_len[:n], y_lengths=t.gt_len[:n]
     )  # (C * S,)
     return d.view(C, S).mean(1)
 
@@ -648,8 +649,6 @@ def fit_rotation_chamfer(
     Returns:
         RotationFit(R (3, 3) with aligned = pred @ R, loss () objective at R on the refinement points).
     """
-    from geometry.rotations import axis_angle_to_matrix
-
     pred_l = _as_cloud_list("pred", pred)
     gt_l = _as_cloud_list("gt", gt)
     if len(pred_l) != len(gt_l) or not pred_l:
@@ -667,26 +666,28 @@ def fit_rotation_chamfer(
     aa = torch.cat([torch.zeros(1, 3, dtype=dtype), _random_axis_angles(n_coarse, gen, dtype)]).to(device)
     R_all = axis_angle_to_matrix(aa)  # (1 + n_coarse, 3, 3)
     chunk = max(1, 2**22 // (len(pred_l) * pc.shape[1] * gc.shape[1]))
+    coarse = _tile(pc, pc_len, gc, gc_len, min(chunk, R_all.shape[0]))
     with torch.no_grad():
-        scores = torch.cat([_mean_chamfer(pc, pc_len, gc, gc_len, R, squared) for R in R_all.split(chunk)])
+        scores = torch.cat([_mean_chamfer(coarse, R, squared) for R in R_all.split(chunk)])
     R0 = R_all[scores.topk(min(n_starts, scores.numel()), largest=False).indices]  # (n_starts, 3, 3)
 
     # (2) joint gradient refinement of the best candidates (their losses are independent, so summing them
     # gives each its own gradient)
     pr, pr_len = _subsample_pad(pred_l, refine_points, gen)
     gr, gr_len = _subsample_pad(gt_l, refine_points, gen)
+    refine = _tile(pr, pr_len, gr, gr_len, R0.shape[0])
     delta = torch.zeros(R0.shape[0], 3, dtype=dtype, device=device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=0.05 * lr)
     with torch.enable_grad():
         for _ in range(iters):
             opt.zero_grad()
-            loss = _mean_chamfer(pr, pr_len, gr, gr_len, R0 @ axis_angle_to_matrix(delta), squared)
+            loss = _mean_chamfer(refine, R0 @ axis_angle_to_matrix(delta), squared)
             loss.sum().backward()
             opt.step()
             sched.step()
     with torch.no_grad():
         R_fin = R0 @ axis_angle_to_matrix(delta)
-        final = _mean_chamfer(pr, pr_len, gr, gr_len, R_fin, squared)
+        final = _mean_chamfer(refine, R_fin, squared)
         best = final.argmin()
     return RotationFit(R_fin[best], final[best])

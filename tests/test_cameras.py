@@ -13,6 +13,7 @@ from geometry.cameras import (
     FoVPerspectiveCameras,
     IntrinsicsCameras,
     WeakPerspectiveCameras,
+    camera_position_from_spherical_angles,
     focal_from_fov,
     image_coords_to_ndc,
     intrinsics_from_fov,
@@ -96,6 +97,33 @@ def test_look_at_degenerate_up_gives_rotation():
     R3, T3 = look_at_view_transform(eye=C)
     assert_close(R3, R2, atol=0, rtol=0, what="eye")
     assert_close(T3, -(C[:, None] @ R2)[:, 0], atol=1e-7, rtol=0, what="T = -C R")
+
+
+def test_look_at_takes_device_and_dtype_from_tensor_arguments():
+    # regression: `at`/`up` on another device than the (float) dist/elev/azim raised a device mismatch;
+    # the meta device stands in for CUDA (shapes and devices only)
+    R, T = look_at_view_transform(2.0, 10.0, 20.0, at=torch.zeros(1, 3, device="meta"))
+    assert R.device.type == "meta" and T.device.type == "meta", f"devices {R.device}, {T.device}"
+    assert R.shape == (1, 3, 3) and T.shape == (1, 3), f"shapes {tuple(R.shape)}, {tuple(T.shape)}"
+    R, T = look_at_view_transform(torch.ones(3, device="meta"), 0.0, 0.0, up=torch.tensor([[0.0, 1.0, 0.0]]))
+    assert R.device.type == "meta" and R.shape == (3, 3, 3), f"{R.device} {tuple(R.shape)}"
+    # a float64 `up` (or `at`) makes float64 cameras, with the float64 analytic value
+    R, T = look_at_view_transform(2.5, 0.0, 0.0, up=torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64))
+    assert R.dtype == torch.float64 and T.dtype == torch.float64, f"dtypes {R.dtype}, {T.dtype}"
+    assert_close(T[0], torch.tensor([0.0, 0.0, 2.5], dtype=torch.float64), atol=1e-15, rtol=0, what="T")
+    # an explicit dtype wins over the tensors'
+    assert look_at_view_transform(torch.tensor([2.0]), dtype=torch.float64).R.dtype == torch.float64
+
+
+def test_camera_position_from_spherical_angles_keeps_float64():
+    # regression: the result was always float32
+    d, e, a = (torch.tensor([v], dtype=torch.float64) for v in (2.0, 30.0, 45.0))
+    C = camera_position_from_spherical_angles(d, e, a)
+    assert C.dtype == torch.float64, f"dtype {C.dtype}"
+    c, s = math.cos(math.radians(30.0)), math.sin(math.radians(30.0))
+    expected = torch.tensor([[2 * c * math.sqrt(0.5), 2 * s, 2 * c * math.sqrt(0.5)]], dtype=torch.float64)
+    assert_close(C, expected, atol=1e-15, rtol=0, what="float64 camera centre")
+    assert camera_position_from_spherical_angles(2.0, 30.0, 45.0).dtype == torch.get_default_dtype()
 
 
 def test_gradcheck_look_at():
@@ -282,6 +310,15 @@ def test_focal_and_intrinsics_from_fov():
     )
     with pytest.raises(ValueError, match="fov_deg"):
         intrinsics_from_fov(torch.ones(2, 2), 8, 8)
+
+
+def test_intrinsics_from_integer_fov_is_not_truncated():
+    # regression: tensor([60]) gave fx = 6 instead of 8 / (2 tan 30 deg) = 6.928...
+    K = intrinsics_from_fov(torch.tensor([60]), 8, 8)
+    assert K.dtype == torch.get_default_dtype(), f"dtype {K.dtype}"
+    f = 4.0 / math.tan(math.radians(30.0))
+    assert K[0, 0, 0].item() == pytest.approx(f, rel=1e-6) and K[0, 1, 1].item() == pytest.approx(f, rel=1e-6)
+    assert_close(K, intrinsics_from_fov(torch.tensor([60.0]), 8, 8), atol=0, rtol=0, what="int vs float fov")
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (48, 80)])

@@ -36,7 +36,8 @@ def test_project_unproject_round_trip(dtype, frame):
     K = _K(dtype)
     points, valid = unproject_depth(depth, K, frame=frame)
     assert points.shape == (2, 12 * 16, 3) and valid.shape == (2, 12 * 16) and bool(valid.all())
-    pixels, z = project_points(points, K, frame=frame)
+    pixels, z, ok = project_points(points, K, frame=frame)
+    assert bool(ok.all()), "every point has z > 0"
     tol = TOL[dtype]
     assert_close(
         pixels,
@@ -175,7 +176,7 @@ def test_gradcheck_unproject_and_project():
     K = _K().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda d, k: unproject_depth(d, k, frame="pytorch3d").points, (depth, K))
     points = (torch.rand(2, 5, 3, dtype=torch.float64) + torch.tensor([0.0, 0.0, 1.0])).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda p, k: tuple(project_points(p, k)), (points, K))
+    assert torch.autograd.gradcheck(lambda p, k: tuple(project_points(p, k))[:2], (points, K))
     fov = torch.tensor([50.0, 65.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda d, f: unproject_depth_fov(d, f).points, (depth, fov))
 
@@ -196,3 +197,36 @@ def test_shape_errors_name_the_argument():
         unproject_depth_fov(torch.ones(2, 1, 4, 4), torch.ones(3))
     with pytest.raises(ValueError, match="valid"):
         valid_points_padded(torch.ones(2, 5, 3), torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_points_behind_camera_is_invalid_not_nan(dtype):
+    # regression: z = 0 gave inf/NaN pixels silently; now those points are flagged and zeroed
+    K = _K(dtype)
+    points = torch.tensor(
+        [[[0.1, 0.2, 0.0], [0.0, 0.0, 0.0], [0.3, -0.2, -1.0], [0.4, -0.6, 2.0]]] * 2, dtype=dtype
+    ).requires_grad_(True)
+    proj = project_points(points, K)
+    assert proj.valid.tolist() == [[False, False, False, True]] * 2, f"valid {proj.valid.tolist()}"
+    assert bool(torch.isfinite(proj.pixels).all()), f"non-finite pixels {proj.pixels}"
+    assert bool((proj.pixels[:, :3] == 0).all()), "invalid pixels must be zero"
+    # analytic projection of the valid point: u = fx x / z + s y / z + cx, v = fy y / z + cy
+    expected = torch.tensor(
+        [[14 * 0.2 + 7.5, 14 * -0.3 + 5.5], [20 * 0.2 + 0.7 * -0.3 + 9.0, 18 * -0.3 + 4.0]], dtype=dtype
+    )
+    assert_close(proj.pixels[:, 3], expected, **TOL[dtype], what="valid point")
+    assert_close(proj.depth, points[..., 2].detach(), atol=0, rtol=0, what="depth is z")
+    proj.pixels.sum().backward()
+    assert bool(torch.isfinite(points.grad).all()), f"non-finite gradient {points.grad}"
+    assert bool((points.grad[:, :3] == 0).all()), "invalid points get no gradient"
+
+
+def test_masked_median_requires_a_bool_mask():
+    # regression: a float mask was used as-is (torch.where on a float condition) instead of being rejected
+    from geometry.depth_align import masked_median
+
+    x = torch.tensor([[3.0, 1.0, 2.0, 4.0]])
+    assert masked_median(x, torch.ones(1, 4, dtype=torch.bool)).tolist() == [2.0], "lower median"
+    for bad in (torch.ones(1, 4), torch.ones(1, 4, dtype=torch.uint8)):
+        with pytest.raises(ValueError, match="mask"):
+            masked_median(x, bad)

@@ -312,3 +312,14 @@ def test_shape_errors_name_the_argument():
         pack_meshes(v, f + 12)
     with pytest.raises(ValueError, match="level"):
         ico_sphere(-1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sample_points_cpu_generator_drives_cuda_verts():
+    # regression: a CPU generator with CUDA verts raised in torch.multinomial; the draws now happen on the
+    # generator's device and move, so CUDA verts give the CPU samples
+    verts, faces = ico_sphere(1)
+    a = sample_points_from_meshes(verts, faces, 50, generator=torch.Generator().manual_seed(3))
+    b = sample_points_from_meshes(verts.cuda(), faces.cuda(), 50, generator=torch.Generator().manual_seed(3))
+    assert b.device.type == "cuda"
+    assert_close(b.cpu(), a, atol=1e-6, rtol=1e-5, what="CPU-generator samples on CUDA vs CPU")

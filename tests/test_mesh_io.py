@@ -108,3 +108,34 @@ def test_save_checks_shapes(tmp_path):
     with pytest.raises(ValueError, match="together"):
         save_obj(tmp_path / "x.obj", verts, faces, verts_uvs=torch.rand(3, 2))
     assert not (tmp_path / "x.obj").exists()
+
+
+def test_round_trip_of_partial_texture_coordinates_is_exact(tmp_path):
+    # regression: corners without vt (faces_uvs = -1) were written as "2/0", which no reader accepts
+    src = tmp_path / "mixed.obj"
+    src.write_text(
+        "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nf 1/1 2/2 3/3\nf 2 4 3\nf 4/3 3 2/1\n"
+    )
+    a = load_obj(src)
+    assert a.extras.faces_uvs.tolist() == [[0, 1, 2], [-1, -1, -1], [2, -1, 0]], f"{a.extras.faces_uvs}"
+    out = tmp_path / "out.obj"
+    save_obj(out, a.verts, a.faces, a.extras.verts_uvs, a.extras.faces_uvs)
+    face_lines = [ln for ln in out.read_text().splitlines() if ln.startswith("f ")]
+    assert face_lines == ["f 1/1 2/2 3/3", "f 2 4 3", "f 4/3 3 2/1"], f"written {face_lines}"
+    b = load_obj(out)
+    for name, x, y in [
+        ("verts", a.verts, b.verts),
+        ("faces", a.faces, b.faces),
+        ("verts_uvs", a.extras.verts_uvs, b.extras.verts_uvs),
+        ("faces_uvs", a.extras.faces_uvs, b.extras.faces_uvs),
+    ]:
+        assert torch.equal(x, y), f"{name} differs after the round trip: {x} vs {y}"
+
+
+def test_save_checks_faces_uvs_range(tmp_path):
+    verts, faces = torch.rand(3, 3), torch.tensor([[0, 1, 2]])
+    uvs = torch.rand(2, 2)
+    for bad in ([[0, 1, 2]], [[0, -2, 1]]):
+        with pytest.raises(ValueError, match="faces_uvs"):
+            save_obj(tmp_path / "x.obj", verts, faces, uvs, torch.tensor(bad))
+    assert not (tmp_path / "x.obj").exists()

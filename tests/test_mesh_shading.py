@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from geometry.cameras import ndc_pixel_centers
+from geometry.cameras import ndc_pixel_centers, ndc_to_pixel
 from geometry.mesh_raster import Fragments, rasterize_meshes
 from geometry.mesh_shading import (
     default_blur_radius,
@@ -15,7 +15,6 @@ from geometry.mesh_shading import (
     hard_rgb_blend,
     interpolate_face_attributes,
     mesh_soft_silhouette,
-    ndc_to_pixel_index,
     sample_image_texture,
     sample_texture_uv,
     sample_vertex_colors,
@@ -252,9 +251,18 @@ def test_vertex_visibility_sphere(method):
     back = verts[:, 2] > lim_back
     assert vis[0, front].all(), f"{int((~vis[0, front]).sum())} front vertices hidden"
     assert not vis[0, back].any(), f"{int(vis[0, back].sum())} back vertices visible"
-    row, col = ndc_to_pixel_index(v[0, :, :2], 96)
+    col, row = ndc_to_pixel(v[0, :, :2], 96).round().long().unbind(-1)
     centers = ndc_pixel_centers(96)
     assert torch.allclose(centers[row, col], v[0, :, :2], atol=1 / 96 + 1e-6), "vertex -> pixel lookup"
+
+
+def test_vertex_visibility_checks_method_first():
+    # regression: an unknown method was only reported after rasterizing (or behind another error)
+    from geometry.mesh import ico_sphere
+
+    verts, faces = ico_sphere(1)
+    with pytest.raises(ValueError, match="method"):
+        vertex_visibility(verts[None] + torch.tensor([0.0, 0.0, 3.0]), faces, method="zbuffer")
 
 
 def test_shading_shape_errors():

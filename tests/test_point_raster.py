@@ -18,7 +18,7 @@ from geometry.point_raster import (
     rasterize_points,
     render_depth_novel_view,
 )
-from helpers import assert_close, load_reference
+from helpers import TOL, assert_close, load_reference
 
 # --------------------------------------------------------------------------------------------------------
 # slow, obviously-correct references
@@ -353,6 +353,22 @@ def test_novel_view_identity_reproduces_depth():
     assert torch.equal(out.valid, expected_valid)
     assert_close(out.depth[out.valid], depth[expected_valid], "depth at valid pixels", atol=1e-12)
     assert torch.allclose(out.features * out.valid, img * expected_valid, atol=1e-12)
+
+
+@pytest.mark.parametrize("depth_dtype", [torch.float32, torch.float64])
+def test_novel_view_mixed_dtypes(depth_dtype):
+    # regression: float64 depth with float32 K / K_target (or the reverse) raised a dtype error in matmul
+    H, W = 8, 10
+    g = torch.Generator().manual_seed(7)
+    depth = (torch.rand(1, 1, H, W, generator=g, dtype=torch.float64) + 1.5).to(depth_dtype)
+    other = torch.float32 if depth_dtype == torch.float64 else torch.float64
+    K = _intrinsics(12.0, H, W).to(other)
+    eye = torch.eye(3, dtype=other)[None]
+    for K_target in (None, K, K.to(depth_dtype)):
+        out = render_depth_novel_view(depth, K, eye, torch.zeros(1, 3, dtype=other), K_target=K_target)
+        assert out.depth.dtype == depth_dtype, f"depth dtype {out.depth.dtype}"
+        assert bool(out.valid.all()), f"{int((~out.valid).sum())} holes under the identity pose"
+        assert_close(out.depth, depth, "identity pose reproduces the depth", **TOL[depth_dtype])
 
 
 def test_novel_view_translated_plane():
