@@ -93,6 +93,28 @@ def _type_name(v: Any) -> str:
     return type(v).__name__
 
 
+# Keys whose values may take several types (Lightning's devices=auto|2|[0,1], precision=16|"16-mixed"), and
+# keys whose default is null, with the types they take (null is always accepted).
+FLEXIBLE = {
+    "run_dir": ("str",),
+    "ckpt_path": ("str",),
+    "model.max_depth": ("int", "float"),
+    "model.pretrained_path": ("str",),
+    "logger.entity": ("str",),
+    "logger.group": ("str",),
+    "trainer.gradient_clip_val": ("int", "float"),
+    "trainer.devices": ("int", "str", "list"),
+    "trainer.precision": ("int", "str"),
+    "trainer.strategy": ("str",),
+    "trainer.limit_train_batches": ("int", "float"),
+    "trainer.limit_val_batches": ("int", "float"),
+    "trainer.limit_test_batches": ("int", "float"),
+    "trainer.val_check_interval": ("int", "float"),
+}
+# Keys with a closed set of values, checked before anything runs.
+CHOICES = {"monitor_mode": ("min", "max"), "logger.mode": ("offline", "online", "auto")}
+
+
 def _compatible(default: Any, value: Any) -> bool:
     if default is None or value is None:
         return True
@@ -101,11 +123,7 @@ def _compatible(default: Any, value: Any) -> bool:
     td, tv = _type_name(default), _type_name(value)
     if td == tv:
         return True
-    if td == "float" and tv == "int":
-        return True
-    if td == "str" and tv in ("int", "float", "bool"):
-        return False
-    return False
+    return td == "float" and tv == "int"
 
 
 def _check(schema: dict, values: dict, where: str, prefix: str = "") -> None:
@@ -119,6 +137,11 @@ def _check(schema: dict, values: dict, where: str, prefix: str = "") -> None:
         default = schema[key]
         if isinstance(default, dict) and isinstance(value, dict):
             _check(default, value, where, dotted + ".")
+        elif dotted in FLEXIBLE:
+            if _type_name(value) not in FLEXIBLE[dotted] and value is not None:
+                raise ConfigError(f"{where}: key {dotted!r} expects one of {FLEXIBLE[dotted]}, got {value!r}")
+        elif dotted in CHOICES and value not in CHOICES[dotted]:
+            raise ConfigError(f"{where}: key {dotted!r} expects one of {CHOICES[dotted]}, got {value!r}")
         elif not _compatible(default, value):
             raise ConfigError(
                 f"{where}: key {dotted!r} expects {_type_name(default)} (default {default!r}), "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,14 @@ from experiments.config import ConfigError, to_container
 from experiments.registry import MODELS
 
 RUNS_ROOT = Path("runs")
-RUN_DIR_ENV = "SV3D_RUN_DIR"  # shared with DDP child processes so every rank uses the same run directory
+RUN_DIR_ENV = "SV3D_RUN_DIR"
+# model settings that `eval` takes from its config rather than from the checkpoint
+EVAL_MODEL_KEYS = (
+    "alignments",
+    "max_depth",
+    "log_images",
+    "log_points",
+)  # shared with DDP child processes so every rank uses the same run directory
 
 
 def global_rank() -> int:
@@ -39,7 +47,9 @@ def global_rank() -> int:
 
 
 def _job_id() -> str | None:
-    return os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_JOB_ID")
+    """The launcher's job id (torchrun's TORCHELASTIC_RUN_ID unless it is its default "none", or SLURM's)."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    return job if job and job != "none" else os.environ.get("SLURM_JOB_ID")
 
 
 def resolve_run_dir(cfg: DictConfig, kind: str = "train") -> Path:
@@ -59,7 +69,7 @@ def resolve_run_dir(cfg: DictConfig, kind: str = "train") -> Path:
         run_dir = runs[-1].parent.parent
     else:
         job = _job_id()
-        stamp = job if job and job != "none" else time.strftime("%Y%m%d-%H%M%S")
+        stamp = job or time.strftime("%Y%m%d-%H%M%S")
         prefix = "" if kind == "train" else f"{kind}-"
         run_dir = RUNS_ROOT / cfg.experiment / f"{prefix}{stamp}"
         i = 1
@@ -70,7 +80,7 @@ def resolve_run_dir(cfg: DictConfig, kind: str = "train") -> Path:
         if resuming:
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
                 raise ConfigError(f"ckpt_path=last: {run_dir / 'checkpoints' / 'last.ckpt'} does not exist")
-        elif run_dir.exists() and any(run_dir.iterdir()) and not _job_id():
+        elif run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(
                 f"run_dir={str(run_dir)!r} already exists and is not empty; nothing was changed. Choose another "
                 "run_dir, or resume it with ckpt_path=last"
@@ -110,8 +120,13 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
         raise ConfigError(f"model ({name}): {e}") from e
 
 
+WANDB_MODES = ("offline", "online", "auto")
+
+
 def wandb_mode(mode: str) -> str:
     """offline | online | auto (online when a W&B key is configured). WANDB_MODE wins."""
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"logger.mode: expected one of {WANDB_MODES}, got {mode!r}")
     env = os.environ.get("WANDB_MODE")
     if env:
         return "offline" if env in ("offline", "dryrun", "disabled") else "online"
@@ -127,7 +142,11 @@ def wandb_mode(mode: str) -> str:
 def build_logger(cfg: DictConfig, run_dir: Path):
     lg = cfg.logger
     if lg.name == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        # a resumed run writes its rows next to the first run's (Lightning would delete metrics.csv)
+        resumed = (run_dir / "csv" / "metrics.csv").exists()
+        return CSVLogger(
+            save_dir=str(run_dir), name="csv", version=f"resume-{time.strftime('%H%M%S')}" if resumed else ""
+        )
     if lg.name != "wandb":
         raise ConfigError(f"logger.name: expected 'wandb' or 'csv', got {lg.name!r}")
     id_file = run_dir / "wandb_id.txt"
@@ -197,22 +216,36 @@ def _prepare(cfg: DictConfig, kind: str):
 
 def train(cfg: DictConfig) -> dict:
     """Fit, then validate (and test if configured); returns the metrics.json content."""
-    inherited = RUN_DIR_ENV in os.environ
-    try:
-        return _train(cfg)
-    finally:
-        if not inherited:
-            os.environ.pop(RUN_DIR_ENV, None)
+    return _isolated(_train, cfg)
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Validate (and test) a checkpoint in a new run directory (runs/<experiment>/eval-<timestamp>)."""
+    return _isolated(_evaluate, cfg)
+
+
+def _isolated(fn, cfg: DictConfig) -> dict:
+    """Run `fn(cfg)` so that nothing leaks into the next run of the same process (a sweep): the shared
+    run-directory variable is cleared and the W&B run is finished."""
     inherited = RUN_DIR_ENV in os.environ
     try:
-        return _evaluate(cfg)
+        return fn(cfg)
     finally:
         if not inherited:
             os.environ.pop(RUN_DIR_ENV, None)
+        if global_rank() == 0 and "wandb" in sys.modules:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def _final_metrics(cfg: DictConfig, trainer: pl.Trainer, model, datamodule) -> dict:
+    """{"val": ..., "test": ...}: the metrics of every evaluation dataloader, merged."""
+    out = {"val": _merged(trainer.validate(model, datamodule=datamodule, verbose=False))}
+    if cfg.test_after_fit:
+        out["test"] = _merged(trainer.test(model, datamodule=datamodule, verbose=False))
+    return out
 
 
 def _train(cfg: DictConfig) -> dict:
@@ -237,10 +270,7 @@ def _train(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     result = {"run_dir": str(run_dir), "experiment": cfg.experiment}
-    result["val"] = _merged(trainer.validate(model, datamodule=datamodule, verbose=False))
-    if cfg.test_after_fit:
-        tested = trainer.test(model, datamodule=datamodule, verbose=False)
-        result["test"] = _merged(tested)
+    result.update(_final_metrics(cfg, trainer, model, datamodule))
     result["best_checkpoint"] = checkpoint.best_model_path or None
     result["global_step"] = trainer.global_step
     result["epochs"] = trainer.current_epoch
@@ -262,16 +292,21 @@ def _evaluate(cfg: DictConfig) -> dict:
         eval_cfg.run_dir = None if cfg.ckpt_path == "last" else cfg.run_dir
         eval_cfg.ckpt_path = None
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg, "validate" if not cfg.test_after_fit else None)
-    model = MODELS[cfg.model.name].load_from_checkpoint(str(src), map_location="cpu")
+    # only the evaluation splits are opened: the training datasets need not be on this machine
+    datamodule = build_datamodule(cfg, "validate")
+    if cfg.test_after_fit:
+        datamodule.setup("test")
+    # the architecture comes from the checkpoint; evaluation settings from this config, and no backbone
+    # weights file is needed (the checkpoint holds every weight)
+    eval_settings = {k: v for k, v in to_container(cfg.model).items() if k in EVAL_MODEL_KEYS}
+    model = MODELS[cfg.model.name].load_from_checkpoint(
+        str(src), map_location="cpu", pretrained_path=None, **eval_settings
+    )
     run_dir, _ = _prepare(eval_cfg, "eval")
     logger = build_logger(eval_cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, logger, callbacks=[])
     result = {"run_dir": str(run_dir), "experiment": cfg.experiment, "checkpoint": str(src)}
-    result["val"] = _merged(trainer.validate(model, datamodule=datamodule, verbose=False))
-    if cfg.test_after_fit:
-        tested = trainer.test(model, datamodule=datamodule, verbose=False)
-        result["test"] = _merged(tested)
+    result.update(_final_metrics(cfg, trainer, model, datamodule))
     if trainer.is_global_zero:
         _write_json(run_dir / "metrics.json", result)
     return result

@@ -155,9 +155,15 @@ def run_offline(
     return rows
 
 
-def run_online(path: Path, spec: dict, count: int | None) -> int:
+def run_online(path: Path, spec: dict, count: int | None, extra: list[str] | None = None) -> int:
+    """Create the sweep with W&B and run `wandb agent` here; `extra` overrides become fixed parameters."""
     import wandb
 
+    from experiments.config import parse_overrides
+
+    spec = {**spec, "parameters": dict(spec["parameters"])}
+    fixed = {"logger.mode": "online", **parse_overrides(list(extra or []))}
+    spec["parameters"].update({k: {"value": v} for k, v in fixed.items()})
     sweep_id = wandb.sweep(sweep=spec, project=spec.get("project", "sv3d"))
     cmd = ["wandb", "agent", sweep_id] + (["--count", str(count)] if count else [])
     return subprocess.call(cmd)
@@ -174,7 +180,7 @@ def main(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     name, spec = load_sweep(ns.sweep)
     if ns.online:
-        return run_online(SWEEP_DIR / f"{name}.yaml", spec, ns.count)
+        return run_online(SWEEP_DIR / f"{name}.yaml", spec, ns.count, ns.overrides)
     run_offline(name, spec, ns.count, ns.overrides)
     return 0
 

@@ -208,7 +208,11 @@ def ssi_loss(
     """
     check_map_and_mask(("pred_log_disp", "disparity_target"), (pred_log_disp, disparity_target), mask)
     valid = mask & torch.isfinite(disparity_target)
-    pred_disp = torch.where(valid, pred_log_disp, torch.zeros_like(pred_log_disp)).exp()
+    log_disp = torch.where(valid, pred_log_disp, torch.zeros_like(pred_log_disp))
+    # normalize_disparity ignores a global scale: subtract each sample's max before exp so that large
+    # log-disparities cannot overflow (exp(89) is inf in float32); the loss value is unchanged
+    log_disp = log_disp - log_disp.detach().flatten(1).amax(dim=1)[:, None, None, None]
+    pred_disp = log_disp.exp()
     return _residual_loss(kind)(
         normalize_disparity(pred_disp, valid), normalize_disparity(disparity_target, valid), valid
     )

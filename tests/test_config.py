@@ -78,7 +78,7 @@ def test_every_sweep_file_expands_to_valid_configs():
         for params in runs:
             cfg = compose(params["exp"], as_overrides(params))
             for k, v in params.items():
-                if k != "exp":
+                if k != "exp" and "${" not in str(v):  # interpolations are resolved (e.g. ${seed})
                     node = OmegaConf.select(cfg, k)
                     got = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
                     assert got == v, (name, k, got, v)
@@ -102,3 +102,15 @@ def test_random_sweeps_sample_within_bounds():
     assert len(runs) == 20 and expand(spec, count=20, seed=1) == runs
     assert all(1e-4 <= r["model.lr"] <= 1e-2 and r["seed"] in range(4) for r in runs)
     assert len({r["model.lr"] for r in runs}) == 20
+
+
+def test_lightning_value_types_and_closed_choices():
+    cfg = compose("gp2_synthetic", ["trainer.devices=auto", "trainer.precision=16", "model.max_depth=10"])
+    assert cfg.trainer.devices == "auto" and cfg.trainer.precision == 16 and cfg.model.max_depth == 10
+    assert list(compose("gp2_synthetic", ["trainer.devices=[0,1]"]).trainer.devices) == [0, 1]
+    with pytest.raises(ConfigError, match=r"'monitor_mode' expects one of \('min', 'max'\)"):
+        compose("gp2_synthetic", ["monitor_mode=maximum"])
+    with pytest.raises(ConfigError, match=r"'logger.mode' expects one of"):
+        compose("gp2_synthetic", ["logger.mode=ofline"])
+    with pytest.raises(ConfigError, match=r"'model.max_depth' expects one of \('int', 'float'\)"):
+        compose("gp2_synthetic", ["model.max_depth=abc"])

@@ -118,3 +118,21 @@ def test_network_and_loss_fit_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+
+
+def test_loss_is_invariant_to_a_global_log_disparity_shift_and_cannot_overflow():
+    """exp(100) overflows float32; the loss (scale invariant in disparity) must not care."""
+    from losses.depth import GP2Loss
+
+    ds = SyntheticDepth(
+        split="train", num_samples=3, image_size=(16, 16), uts_fraction=0.34, utss_fraction=0.34
+    )
+    batch = collate_depth([ds[i] for i in range(3)])
+    pred = torch.randn(3, 1, 16, 16)
+    loss = GP2Loss()
+    base = loss(pred, batch["depth"], batch["valid"], batch["depth_type"])
+    shifted = pred.clone().add_(100.0).requires_grad_(True)
+    far = loss(shifted, batch["depth"], batch["valid"], batch["depth_type"])
+    far.backward()
+    assert torch.isfinite(far) and far.item() == pytest.approx(base.item(), rel=1e-4)
+    assert torch.isfinite(shifted.grad).all()

@@ -87,6 +87,10 @@ def test_resume_from_last_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     assert interrupted["global_step"] == 4
     resumed = train(compose("gp2_synthetic", tiny(tmp_path / "b", "logger=csv", "ckpt_path=last", epochs=2)))
     assert resumed["global_step"] == straight["global_step"] == 8
+    # the interrupted run's logged rows are kept; the resumed run logs beside them
+    first = (tmp_path / "b" / "csv" / "metrics.csv").read_text().splitlines()
+    (second,) = (tmp_path / "b" / "csv").glob("resume-*/metrics.csv")
+    assert len(first) > 1 and len(second.read_text().splitlines()) > 1
     for key, value in straight["val"].items():
         assert resumed["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
@@ -97,6 +101,19 @@ def test_eval_reproduces_the_final_validation_metrics(tmp_path):
     ev = evaluate(compose("gp2_synthetic", tiny(tmp_path / "eval", "logger=csv", f"ckpt_path={ckpt}")))
     for key, value in result["val"].items():
         assert ev["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    # eval needs neither the training data nor the backbone weights file, and takes its evaluation
+    # settings (here the alignments) from its own config
+    other = tiny(
+        tmp_path / "eval2",
+        "logger=csv",
+        f"ckpt_path={ckpt}",
+        "model.alignments=[none]",
+        f"model.pretrained_path={tmp_path / 'moved.pth'}",
+    )
+    other = [o for o in other if not o.startswith("data.train=")]
+    other.append(f"data.train=[{{reader: nyu, root: {tmp_path / 'not_here'}, split: train}}]")
+    ev2 = evaluate(compose("gp2_synthetic", other))
+    assert "val/absrel" in ev2["val"] and not any("lstsq" in k for k in ev2["val"]), sorted(ev2["val"])
 
 
 def test_offline_sweep_of_two_runs(tmp_path, monkeypatch, capsys):
@@ -172,3 +189,21 @@ def test_unknown_reader_lists_the_available_ones(tmp_path, capsys):
     assert (
         "unknown dataset reader 'nyuv2'" in err and "did you mean 'nyu'" in err and "synthetic_depth" in err
     )
+
+
+def test_runs_in_one_process_get_their_own_wandb_run(tmp_path):
+    train(compose("gp2_synthetic", tiny(tmp_path / "a")))
+    train(compose("gp2_synthetic", tiny(tmp_path / "b")))
+    ids = [(tmp_path / r / "wandb_id.txt").read_text() for r in ("a", "b")]
+    assert ids[0] != ids[1]
+
+
+def test_a_second_run_of_the_same_slurm_job_does_not_overwrite_the_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    args = [o for o in tiny(tmp_path / "unused", "logger=csv") if not o.startswith("run_dir=")]
+    train(compose("gp2_synthetic", args))
+    before = (tmp_path / "runs" / "gp2_synthetic" / "42" / "metrics.json").read_text()
+    with pytest.raises(ConfigError, match="already exists"):
+        train(compose("gp2_synthetic", [*args, "seed=1"]))
+    assert (tmp_path / "runs" / "gp2_synthetic" / "42" / "metrics.json").read_text() == before

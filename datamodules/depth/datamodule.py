@@ -336,7 +336,10 @@ def _build(entries: Sequence[dict[str, Any]] | None, split: str) -> list[Dataset
         if "reader" not in entry:
             raise ValueError(f"{split}[{i}]: expected a dict with a 'reader' key, got {dict(entry)}")
         kwargs = {k: v for k, v in dict(entry).items() if k != "reader"}
-        datasets.append(READERS[entry["reader"]](**kwargs))
+        try:
+            datasets.append(READERS[entry["reader"]](**kwargs))
+        except (TypeError, ValueError) as e:  # wrong arguments: say which entry (files name themselves)
+            raise type(e)(f"data.{split}[{i}] ({entry['reader']}): {e}") from e
     return datasets
 
 
