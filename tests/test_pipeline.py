@@ -153,16 +153,22 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def test_two_process_ddp_matches_single_process(tmp_path):
     """2 CPU processes (gloo): training runs, and the synchronized validation metrics of a checkpoint equal
-    the single-process ones on the same data."""
+    the single-process ones on the same data (7 samples: an odd count, so each is scored exactly once)."""
     ddp = ["trainer.devices=2", "trainer.strategy=ddp"]
-    r = _cli(["train", "gp2_synthetic", *tiny(tmp_path / "ddp_train", "logger=csv", *ddp)], tmp_path)
+    r = _cli(["train", "gp2_synthetic", *tiny(tmp_path / "ddp_train", "logger=csv", *ddp, n_val=7)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     trained = json.loads((tmp_path / "ddp_train" / "metrics.json").read_text())
     assert trained["global_step"] == 2  # 16 samples, batch 4 per process, 2 processes
     ckpt = tmp_path / "ddp_train" / "checkpoints" / "last.ckpt"
-    single = evaluate(compose("gp2_synthetic", tiny(tmp_path / "single", "logger=csv", f"ckpt_path={ckpt}")))
+    single = evaluate(
+        compose("gp2_synthetic", tiny(tmp_path / "single", "logger=csv", f"ckpt_path={ckpt}", n_val=7))
+    )
     r = _cli(
-        ["eval", "gp2_synthetic", *tiny(tmp_path / "ddp_eval", "logger=csv", f"ckpt_path={ckpt}", *ddp)],
+        [
+            "eval",
+            "gp2_synthetic",
+            *tiny(tmp_path / "ddp_eval", "logger=csv", f"ckpt_path={ckpt}", *ddp, n_val=7),
+        ],
         tmp_path,
     )
     assert r.returncode == 0, r.stderr[-3000:]

@@ -20,7 +20,7 @@ size and epoch the sampler then uses.
 
 Val / test: no augmentation, no shuffle, one DataLoader per entry; with several entries Lightning passes
 `dataloader_idx` = the entry's position in the list (`dataset_names(split)` gives the names). Under DDP
-they use a non-shuffling DistributedSampler.
+they use a non-shuffling, non-padding distributed sampler, so every sample is scored exactly once.
 
 Collate (`collate_depth`): tensors are stacked; `depth_type` and `name` (and other strings) become lists;
 `ordinal` (M, 5) is padded with zero rows to the batch maximum M, with `ordinal_valid` (B, M) bool;
@@ -39,6 +39,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from torch.utils.data.sampler import BatchSampler
@@ -448,7 +449,8 @@ class DepthDataModule(pl.LightningDataModule):
         world, rank = self._replicas()
         loaders = []
         for d in datasets:
-            sampler = DistributedSampler(d, world, rank, shuffle=False) if world > 1 else None
+            # no padding: each sample is scored once (DistributedSampler would repeat some to even out ranks)
+            sampler = UnrepeatedDistributedSampler(d, world, rank, shuffle=False) if world > 1 else None
             loaders.append(self._loader(d, batch_size=self.batch_size, shuffle=False, sampler=sampler))
         return loaders[0] if len(loaders) == 1 else loaders
 

@@ -18,6 +18,7 @@ import torch
 from datamodules.depth.io import (
     DEPTH_TYPES,
     IMAGE_SUFFIXES,
+    intrinsics_matrix,
     load_png_uint,
     load_rgb,
     make_sample,
@@ -255,8 +256,7 @@ class ReDWebReader(DepthReader):
 def _intrinsics_from_meta(value: Any, where: Path) -> torch.Tensor:
     k = torch.as_tensor(value, dtype=torch.float32)
     if k.shape == (4,):
-        fx, fy, cx, cy = k.tolist()
-        return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        return intrinsics_matrix(*k.tolist())
     if k.shape != (3, 3):
         raise ValueError(
             f"{where}: 'intrinsics' must be [fx, fy, cx, cy] or a 3x3 matrix, got shape {tuple(k.shape)}"
