@@ -55,6 +55,7 @@ from geometry.mesh import (
     cot_laplacian,
     face_areas,
     face_normals,
+    face_verts,
     ico_sphere,
     mesh_edges,
     padded_from_lists,

@@ -266,11 +266,35 @@ def ico_sphere(level: int = 0, device: torch.device | str | None = None, dtype=t
 # ----------------------------------------------------------------------------------------------- geometry
 
 
+def face_verts(verts: Tensor, faces: Tensor) -> Tensor:
+    """Per-corner values of each face: verts (B, V, D) or (V, D), faces (F, 3) or (B, F, 3) -> (B, F, 3, D),
+    or (F, 3, D) when both are unbatched; (V, D) verts are shared by a (B, F, 3) batch of faces.
+
+    Padded (-1) face indices gather vertex 0 (finite values; mask with `(faces >= 0).all(-1)`).
+    Differentiable w.r.t. verts; D is any channel count (positions, UVs, colours, features).
+    """
+    if not isinstance(verts, Tensor) or verts.dim() not in (2, 3):
+        shape = tuple(verts.shape) if isinstance(verts, Tensor) else type(verts).__name__
+        raise ValueError(f"verts must have shape (V, D) or (B, V, D), got {shape}")
+    if not isinstance(faces, Tensor) or faces.dim() not in (2, 3) or faces.shape[-1] != 3:
+        shape = tuple(faces.shape) if isinstance(faces, Tensor) else type(faces).__name__
+        raise ValueError(f"faces must have shape (F, 3) or (B, F, 3), got {shape}")
+    if faces.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"faces must be an int64 or int32 tensor, got {faces.dtype}")
+    idx = faces.long().clamp(min=0)
+    if verts.dim() == 2:
+        return verts[idx]
+    B = verts.shape[0]
+    if idx.dim() == 2:
+        idx = idx.expand(B, -1, -1)
+    elif idx.shape[0] != B:
+        raise ValueError(f"faces of shape (B, F, 3) must have B={B} like verts, got {tuple(faces.shape)}")
+    return verts[torch.arange(B, device=verts.device)[:, None, None], idx]
+
+
 def _face_cross(verts: Tensor, faces: Tensor) -> Tensor:
     """(v1 - v0) x (v2 - v0) for verts (B, V, 3), faces (B, F, 3) -> (B, F, 3); padded faces give 0."""
-    B = verts.shape[0]
-    idx = faces.clamp(min=0)
-    fv = verts[torch.arange(B, device=verts.device)[:, None, None], idx]  # (B, F, 3, 3)
+    fv = face_verts(verts, faces)  # (B, F, 3, 3)
     n = torch.linalg.cross(fv[:, :, 1] - fv[:, :, 0], fv[:, :, 2] - fv[:, :, 0], dim=-1)
     return n * (faces >= 0).all(-1, keepdim=True)
 
@@ -343,7 +367,7 @@ def sample_points_from_meshes(
     u_sqrt = uv[0].sqrt()
     w = torch.stack([1.0 - u_sqrt, u_sqrt * (1.0 - uv[1]), u_sqrt * uv[1]], dim=-1)  # (B, P, 3)
     bidx = torch.arange(B, device=v.device)[:, None]
-    corners = v[bidx[..., None], f[bidx, face_idx]]  # (B, P, 3, 3)
+    corners = face_verts(v, f[bidx, face_idx])  # (B, P, 3, 3)
     points = (w[..., None] * corners).sum(-2)
     if not return_normals:
         return points
@@ -407,7 +431,7 @@ def cot_laplacian(verts: Tensor, faces: Tensor, eps: float = 1e-12) -> CotLaplac
 
 def _cotangents(verts: Tensor, faces: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
     """Cotangents of the three corner angles (F, 3) and Heron areas (F,) of faces (F, 3) into verts (V, 3)."""
-    v0, v1, v2 = verts[faces].unbind(1)
+    v0, v1, v2 = face_verts(verts, faces).unbind(1)
     A = (v1 - v2).norm(dim=1)  # side opposite v0
     Bl = (v0 - v2).norm(dim=1)
     C = (v0 - v1).norm(dim=1)

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from .backend import resolve_backend
 from .cameras import _ndc_half_range, image_hw, pixel_index_to_ndc
+from .mesh import face_verts
 
 _EPS = 1e-8  # PyTorch3D kEpsilon (csrc/utils/geometry_utils.h)
 _CLIP_EPS = 1e-5  # BarycentricClipForward sum clamp (csrc/utils/geometry_utils.h)
@@ -187,9 +188,7 @@ def _check_inputs(verts_ndc: Tensor, faces: Tensor) -> Tensor:
 
 def gather_face_verts(verts_ndc: Tensor, faces: Tensor) -> Tensor:
     """Packed face vertices (N*F, 3, 3) from verts (N, V, 3) and faces (N, F, 3)."""
-    N, F = faces.shape[:2]
-    batch = torch.arange(N, device=faces.device)[:, None, None]
-    return verts_ndc[batch, faces].reshape(N * F, 3, 3)
+    return face_verts(verts_ndc, faces).flatten(0, 1)
 
 
 def _face_pixel_rects(fv: Tensor, H: int, W: int, sr: float, valid: Tensor) -> tuple[Tensor, ...]:

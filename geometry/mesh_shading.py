@@ -14,6 +14,7 @@ import torch.nn.functional as Fnn
 from torch import Tensor
 
 from .cameras import image_hw, ndc_to_pixel
+from .mesh import face_verts
 from .mesh_raster import (
     MAX_PAIRS,
     Fragments,
@@ -161,8 +162,7 @@ def face_attributes_from_verts(verts_attrs: Tensor, faces: Tensor) -> Tensor:
         faces = faces.expand(N, -1, -1)
     if faces.dim() != 3 or faces.shape[0] != N or faces.shape[-1] != 3:
         raise ValueError(f"Expected faces of shape (F, 3) or (N={N}, F, 3), got {tuple(faces.shape)}")
-    batch = torch.arange(N, device=faces.device)[:, None, None]
-    return verts_attrs[batch, faces.long()].reshape(-1, 3, verts_attrs.shape[-1])
+    return face_verts(verts_attrs, faces).flatten(0, 1)
 
 
 def interpolate_face_attributes(pix_to_face: Tensor, bary_coords: Tensor, face_attributes: Tensor) -> Tensor:

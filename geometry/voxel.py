@@ -36,7 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from .mesh import _check_faces, _check_verts
+from .mesh import _check_faces, _check_verts, face_verts
 
 # Largest number of (query point, face) pairs evaluated at once (bounds memory to ~ 100 MB in float32).
 _CHUNK_PAIRS = 2_000_000
@@ -84,8 +84,7 @@ def winding_number(points: Tensor, verts: Tensor, faces: Tensor) -> Tensor:
     + (c.a)|b|). About 1 inside a closed outward-oriented mesh, 0 outside. Padded (-1) faces add 0.
     """
     B, P, _ = points.shape
-    bidx = torch.arange(B, device=verts.device)[:, None, None]
-    tri = verts[bidx, faces.clamp(min=0)]  # (B, F, 3, 3)
+    tri = face_verts(verts, faces)  # (B, F, 3, 3)
     valid = (faces >= 0).all(-1)  # (B, F)
     F = faces.shape[1]
     chunk = max(1, _CHUNK_PAIRS // max(F, 1))
@@ -151,7 +150,7 @@ def _parity_fill(verts: Tensor, faces: Tensor, resolution: int, lo: Tensor, hi: 
     axes = _axis_coords(R, lo, hi).to(work)  # (B, R, 3): the same centre coordinates as voxel_centers
     lo_w, hi_w = lo.to(work), hi.to(work)
     bidx = torch.arange(B, device=device)
-    tri = verts.to(work)[bidx[:, None, None], faces.clamp(min=0)].reshape(B * F, 3, 3)  # (BF, 3, 3)
+    tri = face_verts(verts.to(work), faces).flatten(0, 1)  # (BF, 3, 3)
     fb = bidx.repeat_interleave(F)  # (BF,) batch of each face
     vmin, vmax = tri.amin(1), tri.amax(1)  # (BF, 3)
     i0, i1 = _column_range(vmin[:, 0], vmax[:, 0], lo_w[fb, 0], hi_w[fb, 0], R)  # x columns

@@ -14,6 +14,7 @@ from geometry.mesh import (
     edge_topology,
     face_areas,
     face_normals,
+    face_verts,
     ico_sphere,
     mesh_edges,
     pack_meshes,
@@ -160,6 +161,16 @@ def test_face_area_of_unit_triangle_and_batch_padding():
     padded = torch.tensor([[[0, 1, 2], [1, 2, 3]], [[0, 1, 2], [-1, -1, -1]]])
     ab = face_areas(torch.stack([verts, verts]), padded)
     assert_close(ab, torch.tensor([[0.5, math.sqrt(3) / 2], [0.5, 0.0]]), what="padded")
+    # face_verts: naive per-face loop reference, batched/shared layouts, D channels, -1 rows gather vertex 0
+    attrs = torch.arange(2 * 4 * 5, dtype=torch.float64).reshape(2, 4, 5)
+    fv = face_verts(attrs, padded)
+    naive = torch.stack(
+        [torch.stack([attrs[b, max(int(i), 0)] for i in row]) for b in range(2) for row in padded[b]]
+    ).reshape(2, 2, 3, 5)
+    assert torch.equal(fv, naive), f"face_verts max diff {(fv - naive).abs().max()}"
+    assert torch.equal(face_verts(attrs, faces), attrs[:, faces]), "(B, V, D) verts with shared (F, 3) faces"
+    assert torch.equal(face_verts(verts, faces), verts[faces]), "unbatched (V, D), (F, 3) -> (F, 3, D)"
+    assert torch.equal(face_verts(verts, padded)[1, 1], verts[[0, 0, 0]]), "(V, D) verts, (B, F, 3) faces"
 
 
 def test_vertex_normals_naive_reference_and_symmetry():
@@ -308,6 +319,12 @@ def test_shape_errors_name_the_argument():
         face_areas(v, f[:, :2])
     with pytest.raises(ValueError, match="faces"):
         face_areas(torch.stack([v, v]), torch.stack([f, f, f]))
+    with pytest.raises(ValueError, match="faces"):
+        face_verts(torch.stack([v, v]), torch.stack([f, f, f]))
+    with pytest.raises(ValueError, match="faces"):
+        face_verts(v, f.float())
+    with pytest.raises(ValueError, match="verts"):
+        face_verts(v[0], f)
     with pytest.raises(ValueError, match="out of range"):
         pack_meshes(v, f + 12)
     with pytest.raises(ValueError, match="level"):
