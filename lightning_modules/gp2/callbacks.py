@@ -34,8 +34,11 @@ class DepthVisualizer(pl.Callback):
         if self.num_images <= 0 or batch_idx != 0 or dataloader_idx != 0 or not trainer.is_global_zero:
             return
         n = self.num_images
-        with torch.no_grad():
-            pred = pl_module.predict_like(batch["image"][:n], batch["depth"][:n])
+        if isinstance(outputs, dict) and "pred" in outputs:  # the step's own prediction: no second forward
+            pred = outputs["pred"][:n]
+        else:
+            with torch.no_grad():
+                pred = pl_module.predict_like(batch["image"][:n], batch["depth"][:n])
         self._batch = {
             "image": F.interpolate(batch["image"][:n], size=batch["depth"].shape[-2:], mode="bilinear").cpu(),
             "pred": pred.float().cpu(),

@@ -116,7 +116,8 @@ class GP2Module(pl.LightningModule):
             self.metrics[key] = nn.ModuleDict({**sets, "whdr": WHDR(), "loss": MeanMetric()}).to(self.device)
         return self.metrics[key]
 
-    def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> None:
+    def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Update the split's metrics; returns {"pred": log-disparity at the target's resolution} for callbacks."""
         pred = self.predict_like(batch["image"], batch["depth"])
         loss = self._loss(batch, pred)
         metrics = self._metric_set(split, dataloader_idx, batch)
@@ -127,12 +128,15 @@ class GP2Module(pl.LightningModule):
         if batch.get("ordinal") is not None:
             metrics["whdr"].update(pred, batch["ordinal"])
         metrics["loss"].update(loss, weight=pred.shape[0])
+        return {"pred": pred.detach()}
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("val", batch, dataloader_idx)
+    def validation_step(
+        self, batch: dict, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
+        return self._eval_step("val", batch, dataloader_idx)
 
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("test", batch, dataloader_idx)
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return self._eval_step("test", batch, dataloader_idx)
 
     def _names(self, split: str) -> list[str] | None:
         """Names of the split's dataloaders (reader names, made unique), if the datamodule tells them."""
