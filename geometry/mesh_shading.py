@@ -252,11 +252,11 @@ def sample_image_texture(
             f"Expected image (N, C, Hi, Wi) and verts_image_coords (N, V, 2), got {tuple(image.shape)}, "
             f"{tuple(verts_image_coords.shape)}"
         )
-    grid = interpolate_face_attributes(
-        fragments.pix_to_face, fragments.bary_coords, face_attributes_from_verts(verts_image_coords, faces)
-    )
-    return _grid_sample_fragments(
-        image, grid, fragments.pix_to_face >= 0, align_corners=align_corners, padding_mode=padding_mode
+    # the image is a UV texture whose uv are the image coordinates mapped to [0, 1], v up
+    x, y = verts_image_coords.unbind(-1)
+    verts_uvs = torch.stack([(x + 1.0) * 0.5, (1.0 - y) * 0.5], dim=-1)
+    return sample_texture_uv(
+        fragments, verts_uvs, faces, image, align_corners=align_corners, padding_mode=padding_mode
     )
 
 
