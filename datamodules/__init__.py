@@ -2,6 +2,18 @@
 
 from datamodules import READERS
 nyu_test = READERS["nyu"](root="/data/nyu", split="test")
+
+Generic machinery shared by every family:
+  schema.py        the sample schemas ("depth", "category", "point_cloud") and `check_sample`
+  readers_base.py  `Reader`: base of the real-dataset readers (split / root checks, `check_files`)
+  files.py         file helpers of the readers (roots, splits, images, PNGs, JSON, split lists)
+  entries.py       config entries `{"reader": NAME, **kwargs}` -> readers, with the schema check
+  mixing.py        `MixedBatchSampler`, `MixedDataset`, `TransformedDataset`: mixed train batches
+  eval_loaders.py  val / test loaders that score each sample once under DDP
+  base.py          `MixedDataModule`: the LightningDataModule a family subclasses (transforms + collate)
+  seeding.py       `stable_seed`
+  registry.py      the `READERS` and `DATAMODULES` registries
+Families: depth/ (readers, synthetic scenes, `DepthDataModule`).
 """
 
 import datamodules.depth  # noqa: F401  (registers the depth readers and datamodule)

@@ -1,10 +1,19 @@
 """Command line of the suite: `python -m experiments COMMAND ...` (the Makefile's targets call it).
 
-  python -m experiments list                              experiments, config groups and sweeps
+  python -m experiments list                              experiments, config groups, sweeps, reports
+  python -m experiments show EXP [key=value ...]          the composed config: every key, its value, its
+                                                          default and the file (or command line) that set it
   python -m experiments train EXP [key=value ...]         train (EXP may also be given as exp=EXP)
   python -m experiments eval EXP ckpt_path=PATH [...]     validate + test a checkpoint
-  python -m experiments sweep SWEEP [--count N] [--online]
-  python -m experiments bench [--full]                    benchmarks (make bench)
+  python -m experiments sweep SWEEP [--count N] [--online] [key=value ...]
+  python -m experiments report REPORT [key=value ...]     run or collect a paper table/figure's runs and
+                                                          write a Markdown report (experiments/reports/)
+  python -m experiments bench [--full] [--only NAME]      benchmarks (make bench)
+
+Errors: bad input found before a run starts (config, data roots and files, model arguments, checkpoint,
+run directory) is one line on stderr, exit status 2, and nothing is written (SV3D_DEBUG=1 adds the
+traceback). An error during training or evaluation propagates with its traceback, exit status 1, and the run
+directory keeps it in failed.txt; a diverged run (non-finite loss or monitored metric) exits 1 with the reason.
 
 Overrides are dotted keys of the composed config (see experiments/config.py): trainer.max_epochs=5,
 model.backbone=efficientnet_b0, data.batch_size=16, logger=csv, seed=1, run_dir=runs/mine,
@@ -31,9 +40,11 @@ CPU-only multi-process (what the tests use): trainer.accelerator=cpu trainer.dev
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
-from experiments.config import ConfigError, compose, list_experiments, list_options
+from experiments.config import ConfigError, compose, explain, format_explain, list_experiments, list_options
 
 
 def _split_exp(args: list[str]) -> tuple[str | None, list[str]]:
@@ -51,28 +62,34 @@ def _split_exp(args: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["list", "train", "eval", "sweep", "bench"])
+    parser.add_argument("command", choices=["list", "show", "train", "eval", "sweep", "report", "bench"])
     parser.add_argument("args", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv[:1])
     rest = argv[1:]
     try:
         if ns.command == "list":
+            from experiments.report import list_reports
             from experiments.sweep import list_sweeps
 
             print("experiments:", ", ".join(list_experiments()))
             for group in ("trainer", "logger", "data", "model"):
                 print(f"{group} options:", ", ".join(list_options(group)))
             print("sweeps:", ", ".join(list_sweeps()))
+            print("reports:", ", ".join(list_reports()))
+            print("every key of an experiment, with its default: python -m experiments show EXP")
             return 0
-        if ns.command in ("train", "eval"):
-            from experiments import runner
-
+        if ns.command in ("show", "train", "eval"):
             exp, overrides = _split_exp(rest)
             if exp is None:
                 raise ConfigError(
                     f"{ns.command}: name an experiment. Available: {', '.join(list_experiments())}"
                 )
-            cfg = compose(exp, overrides)
+            if ns.command == "show":
+                print(format_explain(explain(exp, overrides)))
+                return 0
+            cfg = compose(exp, overrides, classes=False)  # config errors before the heavy imports
+            from experiments import runner
+
             result = runner.train(cfg) if ns.command == "train" else runner.evaluate(cfg)
             if runner.global_rank() == 0:
                 print("\n" + runner.summary(result), flush=True)
@@ -81,14 +98,27 @@ def main(argv: list[str] | None = None) -> int:
             from experiments.sweep import main as sweep_main
 
             return sweep_main(rest)
+        if ns.command == "report":
+            from experiments.report import main as report_main
+
+            return report_main(rest)
         if ns.command == "bench":
             from experiments.bench import main as bench_main
 
             return bench_main(rest)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
-        # bad input (config, paths, data): one clear line, no traceback; nothing was written or overwritten
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+    except ConfigError as e:
+        # bad input found before the run started: one clear line; nothing was written or overwritten
+        if os.environ.get("SV3D_DEBUG"):
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # lightning_modules.family.DivergedError: the reason is the message
+        if os.environ.get("SV3D_DEBUG"):
+            traceback.print_exc()
+        run_dir = getattr(e, "run_dir", None)
+        where = f" (traceback in {run_dir}/failed.txt)" if run_dir else ""
+        print(f"error: {e}{where}", file=sys.stderr)
+        return 1
     return 1
 
 

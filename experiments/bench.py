@@ -15,6 +15,7 @@ import time
 import torch
 
 import experiments.benchmarks as pkg
+from experiments.config import ConfigError
 
 
 def modules() -> list[str]:
@@ -26,11 +27,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--full", action="store_true", help="large sizes too (slow on CPU)")
     p.add_argument("--only", action="append", default=None, help=f"one of {modules()}")
     ns = p.parse_args(argv)
+    available = modules()
+    unknown = [n for n in ns.only or () if n not in available]
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise ConfigError(f"bench --only: unknown benchmark {names}; available: {', '.join(available)}")
     from experiments.benchmarks.common import print_table
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"torch {torch.__version__}, device {dev}, {torch.get_num_threads()} threads, quick={not ns.full}")
-    for name in ns.only or modules():
+    for name in ns.only or available:
         mod = importlib.import_module(f"experiments.benchmarks.{name}")
         t0 = time.perf_counter()
         rows = mod.run(quick=not ns.full)

@@ -1,6 +1,6 @@
 """Cameras with PyTorch3D's conventions, and every conversion between NDC, pixels and image coordinates.
 
-Conventions (PyTorch3D, see ../shared/reference/pytorch3d/README.md section 1):
+Conventions (PyTorch3D, see tests/data/pytorch3d/README.md section 1):
 * World -> view with **row vectors**: `X_view = X_world @ R + T`, `R` (B, 3, 3), `T` (B, 3). View space:
   +X left, +Y up, +Z from the camera into the scene.
 * NDC: +X left, +Y up; the **shorter** image side spans [-1, 1], the longer one [-L/S, L/S] (square pixels).

@@ -7,7 +7,7 @@ PyTorch3D's `MeshRasterizer` hands to its kernel. Pixel (row i, col j) has its c
 for the longer side (PyTorch3D `csrc/rasterize_points/rasterization_utils.h`, `PixToNonSquareNdc`).
 
 Per (pixel p, face f) the rules of PyTorch3D's CPU kernel (`csrc/rasterize_meshes/rasterize_meshes_cpu.cpp`
-and `csrc/utils/geometry_utils.h`, see also ../shared/reference/pytorch3d/README.md §2.1/§2.2):
+and `csrc/utils/geometry_utils.h`, see also tests/data/pytorch3d/README.md §2.1/§2.2):
 * faces with |signed NDC area| <= 1e-8, a vertex with z_view < 1e-8, or (with `cull_backfaces`) a negative
   signed area are skipped; p must lie in the face's xy bounding box grown by sqrt(blur_radius);
 * barycentrics `w_i = E(p, v_j, v_k) / (E(v2, v0, v1) + 1e-8)`, inside iff all `w_i > 0` (strict);

@@ -12,7 +12,7 @@ Shape letters: N (= B) batch, P points per cloud, K points per pixel, C feature 
   (Navaneet et al., CVPR 2020).
 * `render_depth_novel_view` -- z-buffered re-rendering of an unprojected depth map from another camera.
 
-Conventions (PyTorch3D, see ../shared/reference/pytorch3d/README.md §1): NDC +X left, +Y up, the shorter
+Conventions (PyTorch3D, see tests/data/pytorch3d/README.md §1): NDC +X left, +Y up, the shorter
 image side spans [-1, 1]; the centre of pixel (row i, col j) is `x = (W - 2j - 1) / S`,
 `y = (H - 2i - 1) / S` with `S = min(H, W)` (for square images `x = 1 - (2j + 1) / W`). Point z is view
 depth `z_view` (+Z into the screen). Packed point indices are `n * P + p`.

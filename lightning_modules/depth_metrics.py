@@ -11,6 +11,11 @@ GP2 (Romanov et al. 2020, arXiv 2009.12419; official eval `saic-vul/geometry-pre
   usual fraction of good pixels is "delta1" (and "delta2", "delta3" for 1.25^2, 1.25^3);
 - DIW is scored by WHDR (`WHDR`), the percentage of ordinal pairs whose predicted order is wrong.
 
+NaN-aware: a diverged prediction never scores well. A valid pixel whose prediction is NaN or infinite
+(before or after the alignment) is a bad pixel for delta125_bad, not a good one for delta1..3, and makes
+its image's absrel / log10 / rmse / si_log (hence their means) NaN; "nonfinite" reports the percentage of
+such pixels. An ordinal pair with a non-finite prediction is a wrong answer for WHDR.
+
 Inputs: `update(pred_log_disp, target_depth, mask)`, all `(B, 1, H, W)`. Targets are always *depth*; for a
 dataset whose ground truth is disparity up to scale and shift ("utss_disparity"), pass `1 / disparity`
 and use `alignment="lstsq_disparity"`, the only alignment that is invariant to a disparity shift.
@@ -29,11 +34,22 @@ from geometry.depth_align import (
     align_median_log_disparity,
     check_map,
     check_map_and_mask,
+    masked_median,
 )
 from losses.depth import sample_ordinal_pairs
 
 ALIGNMENTS = ("median_log_disparity", "median_depth", "lstsq_disparity", "none")
-METRIC_NAMES = ("delta125_bad", "delta1", "delta2", "delta3", "absrel", "log10", "rmse", "si_log")
+METRIC_NAMES = (
+    "delta125_bad",
+    "delta1",
+    "delta2",
+    "delta3",
+    "absrel",
+    "log10",
+    "rmse",
+    "si_log",
+    "nonfinite",
+)
 
 
 def align_prediction(
@@ -47,22 +63,40 @@ def align_prediction(
 
     For "lstsq_disparity" the aligned disparity is clamped to >= 1 / max_depth (GP2's depth cap) or to the
     smallest positive normal number of the dtype when there is no cap, so that depth stays positive.
+
+    NaN-aware: the alignment is fit on the valid pixels whose prediction is finite and applied to every
+    pixel; a pixel whose prediction is not finite (NaN or +-inf log-disparity, or an aligned value that is
+    not: a depth outside (0, inf) for the median alignments and "none", a disparity outside (-inf, inf)
+    for "lstsq_disparity") is NaN in the output, never a finite depth. An image without a finite valid
+    prediction is all NaN where its prediction is. The scale-invariant alignments first shift the
+    log-disparity by its median over the fit pixels (which they absorb exactly), so a prediction off by a
+    large global shift, to which GP2's loss is blind, does not overflow float32 on the way.
     """
     if alignment not in ALIGNMENTS:
         raise ValueError(f"Expected alignment to be one of {ALIGNMENTS}, got {alignment!r}")
-    log_disp = torch.where(valid, pred_log_disp, torch.zeros_like(pred_log_disp))
+    finite = torch.isfinite(pred_log_disp)
+    fit = valid & finite  # (B, 1, H, W) pixels the alignment is fit on
+    log_disp = torch.where(finite, pred_log_disp, torch.zeros_like(pred_log_disp))
     target_disp = torch.where(valid, target_depth, torch.ones_like(target_depth)).reciprocal()
+    if alignment != "none":  # scale invariant: remove a global shift of log-disparity before exp()
+        log_disp = log_disp - masked_median(log_disp, fit)[:, None, None, None]
+    if alignment == "lstsq_disparity":
+        disp = log_disp.exp()
+        disp = align_lstsq_scale_shift(disp, target_disp, fit & torch.isfinite(disp)).aligned
+        bad = ~(finite & torch.isfinite(disp))
+        floor = 1.0 / max_depth if max_depth is not None else torch.finfo(disp.dtype).tiny
+        depth = disp.clamp_min(floor).reciprocal()
+        return torch.where(bad, torch.full_like(depth, float("nan")), depth)
+    depth = (-log_disp).exp()
+    positive = torch.isfinite(depth) & (depth > 0)
     if alignment == "median_log_disparity":
         # The scale is the same in either domain, but with an even pixel count the lower median of
         # log(t/p) in depth differs from that in disparity; GP2's eval takes it in log depth.
-        return align_median_log_disparity((-log_disp).exp(), target_depth, valid).aligned
-    if alignment == "median_depth":
-        return align_median_depth_ratio((-log_disp).exp(), target_depth, valid).aligned
-    if alignment == "lstsq_disparity":
-        disp = align_lstsq_scale_shift(log_disp.exp(), target_disp, valid).aligned
-        floor = 1.0 / max_depth if max_depth is not None else torch.finfo(disp.dtype).tiny
-        return disp.clamp_min(floor).reciprocal()
-    return (-log_disp).exp()
+        depth = align_median_log_disparity(depth, target_depth, fit & positive).aligned
+    elif alignment == "median_depth":
+        depth = align_median_depth_ratio(depth, target_depth, fit & positive).aligned
+    bad = ~(finite & torch.isfinite(depth) & (depth > 0))
+    return torch.where(bad, torch.full_like(depth, float("nan")), depth)
 
 
 def per_image_depth_metrics(
@@ -74,11 +108,18 @@ def per_image_depth_metrics(
         pred_depth, target_depth: `(B, 1, H, W)` positive at valid pixels; valid: `(B, 1, H, W)` bool.
     Returns:
         `(B, len(METRIC_NAMES))`; rows of images without valid pixels are 0.
-        delta125_bad in percent, delta1..3 as fractions, si_log = sqrt(var(log p - log t)) (Eigen et al.).
+        delta125_bad in percent, delta1..3 as fractions, si_log = sqrt(var(log p - log t)) (Eigen et al.),
+        nonfinite = percent of valid pixels whose prediction is not a finite positive depth.
+    A valid pixel whose predicted depth is NaN, +-inf or <= 0 is a wrong answer, never a dropped one: it is
+    bad for delta125_bad and not good for delta1..3, and it makes the image's absrel, log10, rmse and si_log
+    NaN (there is no honest finite error for it), so that their mean over images is NaN too.
     """
     B = pred_depth.shape[0]
     m = valid.reshape(B, -1)
-    p = torch.where(m, pred_depth.reshape(B, -1), torch.ones_like(pred_depth.reshape(B, -1)))  # (B, P)
+    p = pred_depth.reshape(B, -1)  # (B, P)
+    ok = torch.isfinite(p) & (p > 0)
+    broken = m & ~ok  # (B, P) valid pixels without a usable prediction
+    p = torch.where(m & ok, p, torch.ones_like(p))
     t = torch.where(m, target_depth.reshape(B, -1), torch.ones_like(target_depth.reshape(B, -1)))
     w = m.to(p.dtype)
     n = w.sum(dim=1).clamp_min(1.0)  # (B,)
@@ -86,17 +127,24 @@ def per_image_depth_metrics(
     def mean(x: torch.Tensor) -> torch.Tensor:
         return (x * w).sum(dim=1) / n
 
+    def good(threshold: float) -> torch.Tensor:
+        return mean(((ratio < threshold) & ~broken).to(p.dtype))
+
+    def error(x: torch.Tensor) -> torch.Tensor:  # NaN for an image with a broken valid pixel
+        return torch.where(broken.any(dim=1), torch.full_like(x, float("nan")), x)
+
     ratio = torch.maximum(p / t, t / p)
     d = p.log() - t.log()
     cols = [
-        100.0 * mean((ratio > 1.25).to(p.dtype)),
-        mean((ratio < 1.25).to(p.dtype)),
-        mean((ratio < 1.25**2).to(p.dtype)),
-        mean((ratio < 1.25**3).to(p.dtype)),
-        mean((p - t).abs() / t),
-        mean(d.abs() / math.log(10.0)),
-        mean((p - t) ** 2).sqrt(),
-        (mean(d * d) - mean(d) ** 2).clamp_min(0.0).sqrt(),
+        100.0 * mean(((ratio > 1.25) | broken).to(p.dtype)),
+        good(1.25),
+        good(1.25**2),
+        good(1.25**3),
+        error(mean((p - t).abs() / t)),
+        error(mean(d.abs() / math.log(10.0))),
+        error(mean((p - t) ** 2).sqrt()),
+        error((mean(d * d) - mean(d) ** 2).clamp_min(0.0).sqrt()),
+        100.0 * mean(broken.to(p.dtype)),
     ]
     return torch.stack(cols, dim=1)
 
@@ -114,7 +162,8 @@ class DepthMetrics(Metric):
         min_valid_pixels: an image with fewer valid pixels is skipped (GP2's eval uses 11, "numel > 10").
     `update(pred_log_disp, target_depth, mask)` takes `(B, 1, H, W)` each (mask bool);
     `compute()` -> dict of `prefix + name` for `METRIC_NAMES` plus `prefix + "num_images"`; NaN values
-    when no image was counted.
+    when no image was counted. A non-finite prediction at a valid pixel counts as bad (see
+    `per_image_depth_metrics`): absrel, log10, rmse and si_log are then NaN for the whole epoch.
     """
 
     full_state_update = False
@@ -173,6 +222,7 @@ class WHDR(Metric):
     A pair is wrong when the predicted order disagrees with the annotation: with predicted log-disparity
     y, wrong iff `(y_B > y_A) != (rel > 0)` (rel = +1 when A is farther), as GP2's official eval does
     (ties count as "A not farther"). Every pair has weight 1 (DIW has one pair per image).
+    A pair where either predicted value is not finite (NaN or +-inf) is wrong, whatever the annotation.
     `update(pred_log_disp (B, 1, H, W), ordinal (B, M, 5))`, rows `(yA, xA, yB, xB, rel)`, rel = 0 = padding.
     """
 
@@ -188,7 +238,7 @@ class WHDR(Metric):
         """Accumulate wrong / total pairs of a batch."""
         check_map("pred_log_disp", pred_log_disp)
         y_a, y_b, rel, valid = sample_ordinal_pairs(pred_log_disp.detach(), ordinal)
-        wrong = (y_b > y_a) != (rel > 0)
+        wrong = ((y_b > y_a) != (rel > 0)) | ~(torch.isfinite(y_a) & torch.isfinite(y_b))  # (B, M)
         self.errors += (wrong & valid).sum().to(self.errors.dtype)
         self.pairs += valid.sum().to(self.pairs.dtype)
 

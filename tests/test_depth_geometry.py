@@ -54,6 +54,7 @@ def test_project_unproject_round_trip(dtype, frame):
 def test_pixel_grid_order_matches_flatten():
     uv = pixel_grid(3, 4)
     assert uv.shape == (12, 2)
+    # exact: integer-valued pixel coordinates, no arithmetic
     assert uv[4 * 2 + 1].tolist() == [1.0, 2.0], "row-major: index i*W+j holds (u, v) = (j, i)"
 
 
@@ -68,7 +69,7 @@ def test_fronto_parallel_plane_has_analytic_extent(hw):
     x_max = (W - 1) / W * z * t
     y_max = (H - 1) / W * z * t  # square pixels: the same focal length vertically
     p = points[0]
-    assert_close(p[:, 2], torch.full((H * W,), z, dtype=torch.float64), atol=0, rtol=0, what="plane z")
+    assert_close(p[:, 2], torch.full((H * W,), z, dtype=torch.float64), what="plane z")
     got = torch.stack([p[:, 0].min(), p[:, 0].max(), p[:, 1].min(), p[:, 1].max()])
     assert_close(
         got,
@@ -102,7 +103,7 @@ def test_unprojection_agrees_with_fov_camera_ndc():
         rtol=0,
         what="ndc of unprojected pixel centres",
     )
-    assert_close(ndc[0, :, 2], depth.flatten(), atol=0, rtol=0, what="z_view")
+    assert_close(ndc[0, :, 2], depth.flatten(), what="z_view")
 
 
 def _sphere_depth(K: torch.Tensor, H: int, W: int, centre: torch.Tensor, r: float) -> torch.Tensor:
@@ -127,7 +128,7 @@ def test_sphere_depth_unprojects_to_sphere():
     assert 200 < hits < H * W, f"sphere should cover part of the image, covers {hits} pixels"
     radius = (points[valid] - centre).norm(dim=-1)
     assert_close(radius, torch.full_like(radius, r), atol=1e-9, rtol=0, what="distance of points to centre")
-    assert bool((points[~valid] == 0).all()), "invalid pixels give zero points"
+    assert bool((points[~valid] == 0).all()), "invalid pixels give zero points"  # exact: the 0 fill
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -144,6 +145,7 @@ def test_mask_and_invalid_depth(dtype):
     points, valid = unproject_depth(d, K, mask=mask)
     expected = torch.isfinite(depth) & (depth > 0) & mask
     assert torch.equal(valid, expected.flatten(1)), "valid = finite, positive depth inside the mask"
+    # exact zeros below: invalid pixels are filled with 0 and take no part in any arithmetic
     assert torch.isfinite(points).all() and bool((points[~valid] == 0).all())
     points.sum().backward()
     assert torch.isfinite(d.grad).all() and bool((d.grad.flatten(1)[~valid] == 0).all()), (
@@ -153,7 +155,8 @@ def test_mask_and_invalid_depth(dtype):
     assert lengths.tolist() == valid.sum(1).tolist()
     for b in range(2):  # slow reference: boolean selection per element
         ref = points[b][valid[b]]
-        assert_close(padded[b, : lengths[b]], ref, atol=0, rtol=0, what=f"padded points {b}")
+        # exact: padding is a gather of the valid points (and a 0 fill), no arithmetic
+        assert torch.equal(padded[b, : lengths[b]], ref), f"padded points {b}"
         assert bool((padded[b, lengths[b] :] == 0).all())
 
 
@@ -162,13 +165,13 @@ def test_unproject_depth_fov_matches_intrinsics_and_batches_fov():
     fov = torch.tensor([45.0, 80.0], dtype=torch.float64)
     a = unproject_depth_fov(depth, fov).points
     b = unproject_depth(depth, intrinsics_from_fov(fov, 7, 9)).points
-    assert_close(a, b, atol=0, rtol=0, what="unproject_depth_fov")
+    assert_close(a, b, what="unproject_depth_fov")
     # each batch element uses its own fov: at equal depth the x extents scale with tan(fov / 2)
     flat = unproject_depth_fov(torch.ones_like(depth), fov).points[..., 0].amax(dim=1)  # (2,)
     ratio = math.tan(math.radians(40.0)) / math.tan(math.radians(22.5))
     assert (flat[1] / flat[0]).item() == pytest.approx(ratio, rel=1e-12)
     single = unproject_depth_fov(depth, 45.0).points
-    assert_close(single[0], a[0], atol=0, rtol=0, what="float fov")
+    assert_close(single[0], a[0], what="float fov")
 
 
 def test_gradcheck_unproject_and_project():
@@ -209,16 +212,16 @@ def test_project_points_behind_camera_is_invalid_not_nan(dtype):
     proj = project_points(points, K)
     assert proj.valid.tolist() == [[False, False, False, True]] * 2, f"valid {proj.valid.tolist()}"
     assert bool(torch.isfinite(proj.pixels).all()), f"non-finite pixels {proj.pixels}"
-    assert bool((proj.pixels[:, :3] == 0).all()), "invalid pixels must be zero"
+    assert bool((proj.pixels[:, :3] == 0).all()), "invalid pixels must be zero"  # exact: the 0 fill
     # analytic projection of the valid point: u = fx x / z + s y / z + cx, v = fy y / z + cy
     expected = torch.tensor(
         [[14 * 0.2 + 7.5, 14 * -0.3 + 5.5], [20 * 0.2 + 0.7 * -0.3 + 9.0, 18 * -0.3 + 4.0]], dtype=dtype
     )
     assert_close(proj.pixels[:, 3], expected, **TOL[dtype], what="valid point")
-    assert_close(proj.depth, points[..., 2].detach(), atol=0, rtol=0, what="depth is z")
+    assert_close(proj.depth, points[..., 2].detach(), **TOL[dtype], what="depth is z")
     proj.pixels.sum().backward()
     assert bool(torch.isfinite(points.grad).all()), f"non-finite gradient {points.grad}"
-    assert bool((points.grad[:, :3] == 0).all()), "invalid points get no gradient"
+    assert bool((points.grad[:, :3] == 0).all()), "invalid points get no gradient"  # exact: masked out
 
 
 def test_masked_median_requires_a_bool_mask():
@@ -226,6 +229,7 @@ def test_masked_median_requires_a_bool_mask():
     from geometry.depth_align import masked_median
 
     x = torch.tensor([[3.0, 1.0, 2.0, 4.0]])
+    # exact: the median is one of the inputs, selected, not computed
     assert masked_median(x, torch.ones(1, 4, dtype=torch.bool)).tolist() == [2.0], "lower median"
     for bad in (torch.ones(1, 4), torch.ones(1, 4, dtype=torch.uint8)):
         with pytest.raises(ValueError, match="mask"):

@@ -79,7 +79,7 @@ def test_pairwise_l1_matches_naive_values_and_gradients(dtype):
     fast = pairwise_l1_loss(pred, target, mask)
     slow = pairwise_l1_naive(pred, target, mask)
     assert_close(fast, slow, "pairwise L1 value")
-    assert fast[-1].item() == 0.0, "empty sample must give 0"
+    assert fast[-1].item() == 0.0, "empty sample must give 0"  # exact: an empty sum, no rounding
     up = torch.randn(fast.shape, dtype=dtype)  # same random upstream gradient through both paths
     gf = torch.autograd.grad((fast * up).sum(), (pred, target))
     gs = torch.autograd.grad((slow * up).sum(), (pred, target))
@@ -136,7 +136,7 @@ def test_pointwise_losses_against_per_sample_loop():
         }
         for k in expect:
             assert_close(got[k], expect[k], f"{k} sample {b}")
-    for fn in (l1_loss, l2_loss, si_l1_loss, si_l2_loss):
+    for fn in (l1_loss, l2_loss, si_l1_loss, si_l2_loss):  # exact: an empty sample's sum has no rounding
         assert fn(pred, target, mask)[-1].item() == 0.0, f"{fn.__name__}: empty sample must give 0"
 
 
@@ -162,6 +162,7 @@ def test_masked_nan_inf_never_escape(fn):
     (grad,) = torch.autograd.grad(loss.sum(), pred)
     assert torch.isfinite(loss).all(), f"{fn.__name__}: non-finite loss {loss}"
     assert torch.isfinite(grad).all(), f"{fn.__name__}: non-finite gradient"
+    # exact: masked pixels take no part in the loss, their gradient is an exact 0
     assert (grad[~mask] == 0).all(), f"{fn.__name__}: masked pixels received gradient"
 
 
@@ -175,6 +176,7 @@ def test_si_ssi_losses_nan_safe_with_zero_and_nan_targets():
     for name, loss in (("si", si_loss(pred, depth, mask)), ("ssi", ssi_loss(pred, disp, mask))):
         (g,) = torch.autograd.grad(loss.sum(), pred)
         assert torch.isfinite(loss).all() and torch.isfinite(g).all(), f"{name}: non-finite loss/grad"
+        # exact zeros: masked pixels take no part in the loss, and an empty sample's sum has no rounding
         assert (g[~mask] == 0).all(), f"{name}: masked pixels received gradient"
         assert loss[-1].item() == 0.0, f"{name}: empty sample must give 0"
 
@@ -189,7 +191,7 @@ def test_normalize_disparity_median_zero_mad_one():
         d = disp[b][mask[b]]
         expect = (d - d.median()) / (d - d.median()).abs().mean()
         assert_close(v, expect, f"normalized disparity sample {b}")
-    assert (out[~mask] == 0).all(), "masked pixels must be 0"
+    assert (out[~mask] == 0).all(), "masked pixels must be 0"  # exact: the 0 fill
 
 
 def test_si_loss_is_scale_invariant_and_zero_for_scaled_truth():
@@ -227,7 +229,7 @@ def test_ordinal_ranking_loss_by_hand():
     # sample 2, pair 2: A=(1,1) z=-1, B=(0,0) z=0: A nearer but rel=+1 -> log(1+exp(1)).
     assert_close(got, expect, "ordinal loss")
     empty = ordinal_ranking_loss(y, torch.zeros(2, 3, 5))
-    assert (empty == 0).all(), f"all-padding must give 0, got {empty}"
+    assert (empty == 0).all(), f"all-padding must give 0, got {empty}"  # exact: no pair, an empty sum
 
 
 # -------------------------------------------------------------------------------------------- mixture

@@ -15,7 +15,7 @@ from geometry.depth_align import (
     masked_median,
 )
 from helpers import TOL, assert_close
-from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
+from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics, align_prediction
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -92,6 +92,7 @@ def test_alignments_empty_mask_and_constant_prediction():
     pred = depth.clone().requires_grad_(True)
     for fn in (align_median_log_disparity, align_median_depth_ratio, align_lstsq_scale_shift):
         a = fn(pred, depth * 2.0, empty)
+        # exact: with no valid pixel the identity alignment is written as constants, nothing is estimated
         assert (a.scale == 1).all() and (a.shift == 0).all(), (
             f"{fn.__name__}: empty mask gives {a.scale}, {a.shift}"
         )
@@ -147,9 +148,11 @@ def test_global_scale_removed_by_scale_alignment_only():
     pred = -(depth * 3.0).log()  # depth predicted 3x too large
     for alignment in ("median_log_disparity", "median_depth", "lstsq_disparity"):
         out = metrics_of(alignment, pred, depth, mask)
-        assert out["delta125_bad"] == 0 and out["absrel"] < 1e-9, f"{alignment}: {out}"
+        assert_close(out["delta125_bad"], 0.0, f"{alignment}: delta125_bad")
+        assert out["absrel"] < 1e-9, f"{alignment}: {out}"
     out = metrics_of("none", pred, depth, mask)
-    assert out["delta125_bad"] == 100.0 and abs(out["absrel"] - 2.0) < 1e-9, f"none: {out}"
+    assert_close(out["delta125_bad"], 100.0, "none: delta125_bad")
+    assert abs(out["absrel"] - 2.0) < 1e-9, f"none: {out}"
 
 
 def test_disparity_shift_needs_lstsq():
@@ -252,9 +255,101 @@ def test_validity_rules_and_empty():
     bad_pred[far] = -5.0
     a = metrics_of("none", pred, depth, mask, max_depth=3.0)
     b = metrics_of("none", bad_pred, depth, mask, max_depth=3.0)
-    assert a == b and a["absrel"] < 1e-9, f"{a} vs {b}"
+    assert a.keys() == b.keys() and a["absrel"] < 1e-9, f"{a} vs {b}"
+    for k in a:
+        assert_close(b[k], a[k], f"{k} with a wrong prediction at ignored pixels")
     few = metrics_of("none", pred, depth, mask, min_valid_pixels=10**6)
     assert few["num_images"] == 0
+
+
+# ------------------------------------------------------------------------------------ non-finite predictions
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_all_nan_prediction_is_all_bad_never_perfect(alignment):
+    # a diverged run (model.lr=1e6) predicts NaN everywhere: it must read as the worst score, not 0% bad
+    depth, mask, _ = depth_batch()
+    out = metrics_of(alignment, torch.full_like(depth, float("nan")), depth, mask, max_depth=10.0)
+    assert out["num_images"] == depth.shape[0], out
+    assert_close(out["delta125_bad"], 100.0, f"{alignment}: delta125_bad")
+    assert_close(out["nonfinite"], 100.0, f"{alignment}: nonfinite")
+    for k in ("delta1", "delta2", "delta3"):
+        assert_close(out[k], 0.0, f"{alignment}: {k} for an all-NaN prediction")
+    for k in ("absrel", "log10", "rmse", "si_log"):
+        assert not math.isfinite(out[k]), f"{alignment}: {k} = {out[k]} for an all-NaN prediction"
+
+
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_a_few_nonfinite_pixels_are_exactly_the_bad_ones(alignment):
+    depth, mask, _ = depth_batch(B=3, H=6, W=7)
+    pred = -depth.log()  # perfect everywhere else
+    broken = torch.zeros_like(mask)
+    broken[0, 0, 0, :3] = True  # 3 pixels of image 0, 1 of image 1, none of image 2
+    broken[1, 0, 2, 2] = True
+    mask[broken] = True  # they are valid pixels
+    pred[0, 0, 0, 0] = float("nan")
+    pred[0, 0, 0, 1] = float("inf")  # disparity inf: depth 0
+    pred[0, 0, 0, 2] = float("-inf")  # depth inf
+    pred[1, 0, 2, 2] = float("nan")
+    n = mask.flatten(1).sum(dim=1).double()  # (B,) valid pixels per image
+    k = broken.flatten(1).sum(dim=1).double()  # (B,) = 3, 1, 0
+    out = metrics_of(alignment, pred, depth, mask)
+    # per-image average of 100 k / n: the broken pixels are bad, every other (perfect) pixel good,
+    # for the alignments too: the broken pixels neither enter the fit nor come out of it finite
+    assert_close(out["delta125_bad"], (100.0 * k / n).mean().item(), f"{alignment} delta125_bad")
+    assert_close(out["nonfinite"], (100.0 * k / n).mean().item(), f"{alignment} nonfinite")
+    for name in ("delta1", "delta2", "delta3"):
+        assert_close(out[name], (1.0 - k / n).mean().item(), f"{alignment} {name}")
+    assert math.isnan(out["absrel"]) and math.isnan(out["rmse"]), f"{alignment}: {out}"
+    # the image without a broken pixel keeps its finite, perfect errors
+    clean = metrics_of(alignment, pred[2:], depth[2:], mask[2:])
+    assert clean["absrel"] < 1e-9, clean
+    assert_close(clean["nonfinite"], 0.0, f"{alignment}: clean nonfinite")
+    assert_close(clean["delta125_bad"], 0.0, f"{alignment}: clean delta125_bad")
+
+
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_alignment_keeps_nan_pixels_nan_and_fits_on_the_others(alignment):
+    depth, mask, g = depth_batch(B=2, H=5, W=6)
+    pred = -depth.log() + 0.3 * torch.randn(depth.shape, generator=g, dtype=depth.dtype)
+    broken = torch.zeros_like(mask)
+    broken[0, 0, 1, 1:4] = True
+    broken[1] = mask[1]  # image 1: every valid pixel NaN
+    mask = mask | broken
+    got = align_prediction(pred.masked_fill(broken, float("nan")), depth, mask, alignment, 10.0)
+    assert torch.isnan(got[broken]).all(), f"{alignment}: a NaN prediction came out finite"
+    expect = align_prediction(pred, depth, mask & ~broken, alignment, 10.0)  # fit without those pixels
+    keep = mask & ~broken
+    assert_close(got[keep], expect[keep], f"{alignment}: finite pixels", rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("alignment", ("median_log_disparity", "median_depth", "lstsq_disparity"))
+def test_global_log_disparity_shift_does_not_overflow_float32(alignment):
+    # GP2's loss is blind to a global shift of log-disparity, and exp(+-100) overflows float32
+    depth, mask, g = depth_batch(B=2, dtype=torch.float32)
+    pred = -depth.log() + 0.2 * torch.randn(depth.shape, generator=g)
+    base = metrics_of(alignment, pred, depth, mask)
+    for shift in (100.0, -100.0):
+        far = metrics_of(alignment, pred + shift, depth, mask)
+        assert_close(far["nonfinite"], 0.0, f"{alignment} shift {shift}: nonfinite")
+        for key in ("delta125_bad", "delta1", "absrel", "rmse"):
+            assert far[key] == pytest.approx(base[key], rel=1e-4, abs=1e-6), f"{alignment} {shift} {key}"
+
+
+def test_whdr_counts_a_nonfinite_prediction_as_wrong():
+    y = torch.tensor([[0.0, 1.0], [float("nan"), float("inf")]]).view(1, 1, 2, 2)
+    ordinal = torch.tensor(
+        [
+            [
+                [0, 0, 0, 1, 1],  # y_B > y_A, A farther: right
+                [0, 0, 1, 0, 1],  # NaN at B: a NaN comparison is False, which would read "right" here
+                [1, 0, 0, 1, -1],  # NaN at A
+                [1, 1, 0, 0, -1],  # inf at A (A nearer would be "right" by comparison)
+                [0, 0, 0, 0, 0],  # padding
+            ]
+        ]
+    )
+    w = WHDR()
+    w.update(y, ordinal)
+    assert_close(w.compute(), 75.0, "WHDR: 3 of 4 pairs touch a non-finite prediction")
 
 
 # ------------------------------------------------------------------------------------------------- WHDR
@@ -269,7 +364,7 @@ def test_whdr_by_hand():
     )
     w = WHDR()
     w.update(y[:1], ordinal[:1])
-    assert w.compute().item() == 0.0
+    assert_close(w.compute(), 0.0, "WHDR 0 wrong of 2")
     w.update(y[1:], ordinal[1:])
     assert_close(w.compute(), 50.0, "WHDR 2 wrong of 4")
 

@@ -56,7 +56,7 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path):
     path = tmp_path / "mnv2.pth"
     torch.save(src.encoder.state_dict(), path)
     net = LightWeightRefineNet("mobilenetv2_100", pretrained_path=str(path))
-    for k, v in src.encoder.state_dict().items():
+    for k, v in src.encoder.state_dict().items():  # exact: weights saved and loaded, copied bit for bit
         assert torch.equal(net.encoder.state_dict()[k], v), k
 
 
@@ -92,7 +92,7 @@ def test_visualizer_renders_strips_and_the_unprojected_cloud():
     )
     assert len(panels) == 2 and panels[0][1].shape == (16, 4 * 24, 3)
     err = panels[0][1][:, 72:]  # error panel: perfect prediction -> the colour of 0 everywhere valid
-    assert (err.reshape(-1, 3) == err[0, 0]).all()
+    assert (err.reshape(-1, 3) == err[0, 0]).all()  # exact: uint8 colours
     assert clouds[0].shape == (50, 6)
     pts, _ = unproject_depth(batch["depth"][:1], batch["intrinsics"][:1])
     # every logged point is one of the exact unprojected points (median alignment of a perfect prediction)
@@ -136,3 +136,86 @@ def test_loss_is_invariant_to_a_global_log_disparity_shift_and_cannot_overflow()
     far.backward()
     assert torch.isfinite(far) and far.item() == pytest.approx(base.item(), rel=1e-4)
     assert torch.isfinite(shifted.grad).all()
+
+
+def test_backbone_outside_the_supported_set_is_refused_before_timm(monkeypatch):
+    import timm
+
+    from lightning_modules.gp2 import network
+
+    calls = []
+    real = timm.create_model
+    monkeypatch.setattr(network.timm, "create_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for name in ("hf-hub:timm/mobilenetv2_100.ra_in1k", "resnet18", "efficientnet_b6"):
+        with pytest.raises(ValueError, match=r"model\.backbone: expected one of .*efficientnet_b5") as info:
+            LightWeightRefineNet(name)
+        assert repr(name) in str(info.value) and "mobilenetv2_100" in str(info.value), str(info.value)
+    assert calls == [], f"timm was called for a refused backbone: {calls}"
+    assert set(network.BACKBONES) == {"mobilenetv2_100", "efficientnet_lite0"} | {
+        f"efficientnet_b{i}" for i in range(6)
+    }
+    LightWeightRefineNet("efficientnet_b0")  # a supported one still reaches timm
+    assert calls == [("efficientnet_b0",)], calls
+
+
+def test_visualizer_logs_titled_figures_in_eval_runs_without_a_fit(tmp_path):
+    """trainer.validate / trainer.test on a fresh module (no fit: no epoch, optimizer or train loader)."""
+    import numpy as np
+    import pytorch_lightning as pl
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    ds = SyntheticDepth(split="val", num_samples=3, image_size=(16, 24), uts_fraction=0.34)
+    loader = DataLoader(ds, batch_size=3, collate_fn=collate_depth)
+    module = GP2Module(log_images=2, log_points=16)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[DepthVisualizer(num_images=2, num_points=16)],
+    )
+    trainer.validate(module, dataloaders=loader)
+    trainer.test(module, dataloaders=loader)
+    media = tmp_path / "media"
+    names = sorted(p.name for p in media.glob("*.png"))
+    assert [n.split("_")[0] for n in names] == ["test", "test", "val", "val"], names
+    batch = collate_depth([ds[0], ds[1]])
+    with torch.no_grad():  # what the eval step predicted (eval mode: BatchNorm running statistics)
+        pred = module.eval().predict_like(batch["image"], batch["depth"])
+    expect, _ = DepthVisualizer(2, 16).figures(
+        {k: batch.get(k) for k in ("image", "depth", "valid", "depth_type", "intrinsics", "has_intrinsics")}
+        | {"pred": pred}
+    )
+    for split in ("val", "test"):
+        got = [np.asarray(Image.open(media / n)) for n in names if n.startswith(split)]
+        for (caption, fig), png in zip(expect, got):
+            assert png.shape == fig.shape and png.shape[0] > 16 and png.shape[1] > 4 * 24, (
+                png.shape,
+                fig.shape,
+            )
+            assert np.abs(png.astype(int) - fig.astype(int)).max() <= 1, f"{split} {caption}"
+
+
+def test_visualizer_figures_of_a_diverged_prediction_say_so():
+    import numpy as np
+
+    ds = SyntheticDepth(split="val", num_samples=1, image_size=(16, 24))
+    batch = collate_depth([ds[0]])
+    b = {k: batch[k] for k in ("image", "depth", "valid", "depth_type", "intrinsics", "has_intrinsics")}
+    b["pred"] = torch.full_like(batch["depth"], float("nan"))
+    vis = DepthVisualizer(num_images=1, num_points=16)
+    ((caption, panels),) = vis.panels(b)[0]
+    assert "100% non-finite" in caption and "non-finite" in panels[1].title, (caption, panels[1].title)
+    assert panels[1].image.abs().max() == 0, "a NaN prediction is drawn black, not as some depth"
+    assert [p.title.split(" (")[0] for p in panels] == [
+        "input",
+        "predicted depth",
+        "ground truth depth",
+        "abs. rel. error",
+    ]
+    figures, clouds = vis.figures(b)
+    assert figures[0][1].dtype == np.uint8 and clouds[0].shape == (0, 6), "no point from a NaN depth"

@@ -37,6 +37,8 @@ def test_load_obj_features(tmp_path):
     path.write_text(OBJ)
     verts, faces, extras = load_obj(path)
     assert verts.dtype == torch.float32 and faces.dtype == torch.int64
+    # exact float comparisons in this file: values parsed from text, with no arithmetic (decimals that
+    # float32 holds exactly, or save_obj's repr, whose text <-> float round trip is exact on any machine)
     assert torch.equal(verts, torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0.5, 0.5, 1.0]]))
     expected_faces = [
         [0, 1, 2], [0, 2, 3],  # quad as a fan
@@ -58,7 +60,7 @@ def test_round_trip_with_uvs(tmp_path):
     fuv = torch.randint(0, 50, faces.shape)
     path = tmp_path / "sphere.obj"
     save_obj(path, verts, faces, verts_uvs=uvs, faces_uvs=fuv)
-    v2, f2, ex = load_obj(path)
+    v2, f2, ex = load_obj(path)  # exact: a repr round trip
     assert torch.equal(v2, verts), f"verts changed by {float((v2 - verts).abs().max()):.2e}"
     assert torch.equal(f2, faces) and torch.equal(ex.verts_uvs, uvs) and torch.equal(ex.faces_uvs, fuv)
     assert ex.normals is None and ex.faces_normals is None
@@ -70,7 +72,7 @@ def test_refuses_to_overwrite(tmp_path):
     save_obj(path, verts, faces)
     with pytest.raises(FileExistsError, match="a.obj"):
         save_obj(path, 2 * verts, faces)
-    assert torch.equal(load_obj(path).verts, verts), "the existing file was modified"
+    assert torch.equal(load_obj(path).verts, verts), "the existing file was modified"  # exact: repr
     save_obj(path, 2 * verts, faces, overwrite=True)
     assert torch.equal(load_obj(path).verts, 2 * verts)
     save_obj(tmp_path / "b.obj", verts, faces, decimal_places=2)
@@ -123,7 +125,7 @@ def test_round_trip_of_partial_texture_coordinates_is_exact(tmp_path):
     face_lines = [ln for ln in out.read_text().splitlines() if ln.startswith("f ")]
     assert face_lines == ["f 1/1 2/2 3/3", "f 2 4 3", "f 4/3 3 2/1"], f"written {face_lines}"
     b = load_obj(out)
-    for name, x, y in [
+    for name, x, y in [  # exact: text of the same values, parsed twice
         ("verts", a.verts, b.verts),
         ("faces", a.faces, b.faces),
         ("verts_uvs", a.extras.verts_uvs, b.extras.verts_uvs),

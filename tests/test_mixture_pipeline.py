@@ -141,9 +141,9 @@ def _run(tmp: Path) -> dict:
     run_dir = tmp / "run"
     cfg = compose("gp2_mixture", mixture_overrides(run_dir, roots))
     recorder = _Recorder()
-    defaults = GP2Module.default_callbacks
+    defaults = GP2Module.configure_callbacks
     with pytest.MonkeyPatch.context() as m, _one_thread():
-        m.setattr(GP2Module, "default_callbacks", lambda self: [*defaults(self), recorder])
+        m.setattr(GP2Module, "configure_callbacks", lambda self: [*defaults(self), recorder])
         result = train(cfg)
     return {"cfg": cfg, "result": result, "recorder": recorder, "run_dir": run_dir, "roots": roots}
 
@@ -290,9 +290,21 @@ def test_diw_whdr_matches_a_per_image_reference(mixture_run):
 def test_visualizer_pictures_are_at_ground_truth_resolution(mixture_run):
     media = sorted((mixture_run["run_dir"] / "media").glob("*.png"))
     assert media, list(mixture_run["run_dir"].iterdir())
-    for p in media:  # input | prediction | target | error strip of the first NYU test image
+    from lightning_modules.visualization import ColorBar, Panel, render_figure
+
+    # input | prediction | target | error, each tile at the ground truth's resolution: the picture is as tall
+    # as a figure of four NYU-sized panels (three with colour bars), and at least as wide (the bars' labels
+    # take the width their numbers need)
+    blank = torch.zeros(3, *NYU_HW)
+    bar = ColorBar(0.0, 1.0, "m")
+    ref = render_figure([Panel(blank, "input"), *[Panel(blank, t, bar) for t in ("pred", "gt", "err")]])
+    for p in media:
         arr = np.asarray(Image.open(p))
-        assert arr.shape == (NYU_HW[0], 4 * NYU_HW[1], 3), (p.name, arr.shape)
+        assert arr.shape[0] == ref.image.shape[0] and arr.shape[1] >= ref.image.shape[1], (
+            p.name,
+            arr.shape,
+            ref.image.shape,
+        )
 
 
 @pytest.mark.parametrize("emptied", ["megadepth", "redweb", "diw", "nyu"])

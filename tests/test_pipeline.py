@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
 import yaml
+from omegaconf import open_dict
 
 from experiments.__main__ import main
 from experiments.config import ConfigError, compose
@@ -81,8 +83,8 @@ class _StopAfterFirstEpoch(pl.Callback):
 def test_resume_from_last_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     straight = train(compose("gp2_synthetic", tiny(tmp_path / "a", "logger=csv", epochs=2)))
     with monkeypatch.context() as m:
-        defaults = GP2Module.default_callbacks
-        m.setattr(GP2Module, "default_callbacks", lambda self: [*defaults(self), _StopAfterFirstEpoch()])
+        defaults = GP2Module.configure_callbacks
+        m.setattr(GP2Module, "configure_callbacks", lambda self: [*defaults(self), _StopAfterFirstEpoch()])
         interrupted = train(compose("gp2_synthetic", tiny(tmp_path / "b", "logger=csv", epochs=2)))
     assert interrupted["global_step"] == 4
     resumed = train(compose("gp2_synthetic", tiny(tmp_path / "b", "logger=csv", "ckpt_path=last", epochs=2)))
@@ -103,17 +105,19 @@ def test_eval_reproduces_the_final_validation_metrics(tmp_path):
         assert ev["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     # eval needs neither the training data nor the backbone weights file, and takes its evaluation
     # settings (here the alignments) from its own config
-    other = tiny(
-        tmp_path / "eval2",
-        "logger=csv",
-        f"ckpt_path={ckpt}",
-        "model.alignments=[none]",
-        f"model.pretrained_path={tmp_path / 'moved.pth'}",
-    )
+    other = tiny(tmp_path / "eval2", "logger=csv", f"ckpt_path={ckpt}", "model.alignments=[none]")
     other = [o for o in other if not o.startswith("data.train=")]
     other.append(f"data.train=[{{reader: nyu, root: {tmp_path / 'not_here'}, split: train}}]")
-    ev2 = evaluate(compose("gp2_synthetic", other))
+    cfg = compose("gp2_synthetic", other)
+    with open_dict(cfg):
+        cfg.model.pretrained_path = str(tmp_path / "moved.pth")  # as an experiment file pointing elsewhere
+    ev2 = evaluate(cfg)
     assert "val/absrel" in ev2["val"] and not any("lstsq" in k for k in ev2["val"]), sorted(ev2["val"])
+    # eval logs the validation pictures too (the module's configure_callbacks)
+    assert list((tmp_path / "eval2" / "media").rglob("*.png")), list((tmp_path / "eval2").rglob("*"))
+    # a model setting that eval would silently ignore is refused, naming it
+    with pytest.raises(ConfigError, match=r"model.backbone: eval takes the model from the checkpoint"):
+        evaluate(compose("gp2_synthetic", tiny(tmp_path / "e3", f"ckpt_path={ckpt}", "model.backbone=x")))
 
 
 def test_offline_sweep_of_two_runs(tmp_path, monkeypatch, capsys):
@@ -213,3 +217,74 @@ def test_a_second_run_of_the_same_slurm_job_does_not_overwrite_the_first(tmp_pat
     with pytest.raises(ConfigError, match="already exists"):
         train(compose("gp2_synthetic", [*args, "seed=1"]))
     assert (tmp_path / "runs" / "gp2_synthetic" / "42" / "metrics.json").read_text() == before
+
+
+class _Boom(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        raise RuntimeError("boom inside fit")
+
+
+def test_an_error_inside_fit_keeps_its_traceback_and_marks_the_run_failed(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    monkeypatch.setattr(GP2Module, "configure_callbacks", lambda self: [_Boom()])
+    with pytest.raises(RuntimeError, match="boom inside fit"):  # not a one-line ConfigError
+        main(["train", "gp2_synthetic", *tiny(run, "logger=csv")])
+    failed = (run / "failed.txt").read_text()
+    assert "Traceback (most recent call last)" in failed and "RuntimeError: boom inside fit" in failed
+    assert "command: python -m experiments train gp2_synthetic" in failed
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # a rerun into it says the run failed and how to go on, and changes nothing
+    assert main(["train", "gp2_synthetic", *tiny(run, "logger=csv")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run that failed" in err and str(run / "failed.txt") in err, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_diverged_run_exits_non_zero_with_the_reason(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "gp2_synthetic", *tiny(run, "logger=csv", "model.lr=1e12", epochs=3)]) == 1
+    err = capsys.readouterr().err
+    assert "the run diverged: training" in err and "is nan" in err, err
+    assert "DivergedError" in (run / "failed.txt").read_text()
+    assert not (run / "metrics.json").exists()  # no metrics of a diverged run are reported as final
+
+
+def test_metrics_json_records_non_finite_values_and_a_nan_monitor_is_a_failure(tmp_path):
+    from experiments.runner import _finish, _scalars
+    from lightning_modules.family import DivergedError
+
+    assert _scalars({"a": torch.tensor(float("nan")), "b": float("inf"), "c": -float("inf"), "d": 1}) == {
+        "a": "nan",
+        "b": "inf",
+        "c": "-inf",
+        "d": 1.0,
+    }
+
+    class Zero:
+        is_global_zero = True
+
+    ok = _finish({"val": {"val/absrel": 0.5, "val/rmse": "nan"}}, tmp_path, Zero(), "val/absrel")
+    assert ok["status"] == "finished" and ok["non_finite"] == ["val:val/rmse"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["val"]["val/rmse"] == "nan"
+    with pytest.raises(DivergedError, match="val/absrel is nan"):
+        _finish({"val": {"val/absrel": "nan"}}, tmp_path, Zero(), "val/absrel")
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_unreadable_checkpoints_are_one_line_errors_naming_the_file(tmp_path, capsys):
+    train(compose("gp2_synthetic", tiny(tmp_path / "run", "logger=csv")))
+    good = (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    for name, data in (("garbage.ckpt", b"not a checkpoint at all"), ("cut.ckpt", good[: len(good) // 2])):
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        assert main(["eval", "gp2_synthetic", *tiny(tmp_path / f"e-{name}", f"ckpt_path={bad}")]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}' is not a readable checkpoint" in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / f"e-{name}").exists()
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("mine")
+    assert main(["train", "gp2_synthetic", *tiny(f, "logger=csv")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err and f.read_text() == "mine"

@@ -208,6 +208,7 @@ def test_parity_tie_breaking_box_on_columns(dtype, mirror):
     lo = torch.stack([xs[3], xs[5], torch.tensor(-0.33, dtype=dtype)])
     hi = torch.stack([xs[12], xs[14], torch.tensor(0.21, dtype=dtype)])
     verts, faces = _box(lo.tolist(), hi.tolist(), dtype=dtype)
+    # exact on purpose: the test's premise (corners copied from the column coordinates, no arithmetic)
     assert torch.equal(verts.amin(0)[:2], lo[:2]), "box corners must be exactly on the columns"
     if mirror:  # mirror x: the top / bottom quads' diagonals become anti-diagonals
         verts = verts[[4, 5, 6, 7, 0, 1, 2, 3]]
@@ -237,6 +238,7 @@ def test_parity_octahedron_vertices_on_columns(dtype):
     centre = torch.stack([xs[9], xs[11], torch.tensor(0.0, dtype=dtype)])  # z = 0 is a voxel boundary
     a = xs[16] - xs[9]  # 7 voxels
     verts, faces = _octahedron(centre, a, dtype)
+    # exact on purpose: the test's premise; xs[9] + (xs[16] - xs[9]) is xs[16] in IEEE arithmetic here
     assert torch.equal(verts[0, :2], torch.stack([xs[16], xs[11]])), "vertex must be exactly on a column"
     par, ref = _both(verts, faces, resolution=R)
     _assert_same(par, ref, "octahedron")

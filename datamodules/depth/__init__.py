@@ -5,7 +5,8 @@ Importing this package registers the readers in `datamodules.READERS` and the da
 """
 
 from datamodules.depth import readers, synthetic  # noqa: F401  (registration)
-from datamodules.depth.datamodule import DepthDataModule, MixedBatchSampler, collate_depth
+from datamodules.depth.datamodule import DepthDataModule, collate_depth
 from datamodules.depth.synthetic import SyntheticDepth, render_scene
+from datamodules.mixing import MixedBatchSampler
 
 __all__ = ["DepthDataModule", "MixedBatchSampler", "collate_depth", "SyntheticDepth", "render_scene"]

@@ -1,6 +1,8 @@
 """The depth LightningDataModule: mixes several readers of the depth sample schema in every batch.
 
-Each split is a list of reader entries `{"reader": NAME, **kwargs}`, built as `READERS[NAME](**kwargs)`.
+Entries, mixed train batches, DDP sharding and the once-per-sample evaluation loaders are the generic
+machinery of `datamodules.base.MixedDataModule` (see its module docstring); this module holds what is
+specific to depth: the per-sample transforms and the collate.
 
 Per sample (all splits): centre-crop to the aspect ratio of `image_size`, then resize to `image_size`
 (image: bilinear with antialiasing, i.e. area-like when shrinking; depth and valid: nearest, so that no
@@ -9,18 +11,7 @@ the crop shifts the principal point, the resize maps u -> (u + 0.5) * sx - 0.5. 
 the pixels; pairs falling outside the crop are dropped. On train with `augment`, a horizontal flip with
 probability 1/2 mirrors the image, depth, valid, `ordinal` x and the principal point (cx -> W - 1 - cx);
 its coin comes from the batch sampler (seed, epoch, position), so it does not depend on workers.
-
-Train batches: `MixedBatchSampler` puts exactly batch_size // n_datasets samples of every train dataset in
-every batch (batch_size is per process). An epoch is one pass over the smallest dataset (others contribute
-a fresh random subset each epoch). Under DDP the sampler shards whole batches across ranks (batch b goes to
-rank b % world_size, the remainder is dropped so ranks stay in step); rank and world size come from the
-trainer when attached, else from torch.distributed. Lightning's own distributed sampler injection is
-supported too: it re-instantiates the sampler with `sampler=DistributedSampler(...)`, whose rank, world
-size and epoch the sampler then uses.
-
-Val / test: no augmentation, no shuffle, one DataLoader per entry; with several entries Lightning passes
-`dataloader_idx` = the entry's position in the list (`dataset_names(split)` gives the names). Under DDP
-they use a non-shuffling, non-padding distributed sampler, so every sample is scored exactly once.
+With `eval_resize="native"`, val / test samples get GP2's evaluation resize instead (`resize_image_only`).
 
 Collate (`collate_depth`): tensors are stacked; `depth_type` and `name` (and other strings) become lists;
 `ordinal` (M, 5) is padded with zero rows to the batch maximum M, with `ordinal_valid` (B, M) bool;
@@ -31,21 +22,29 @@ some (e.g. `max_depth`) a list with None.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
-from torch.utils.data.sampler import BatchSampler
+from torch.utils.data import Dataset
 
-from datamodules.depth.synthetic import stable_seed
-from datamodules.registry import DATAMODULES, READERS
+from datamodules.base import MixedDataModule
+from datamodules.mixing import MixedBatchSampler, MixedDataset, TransformedDataset
+from datamodules.registry import DATAMODULES
+
+__all__ = [
+    "DepthDataModule",
+    "MixedBatchSampler",
+    "MixedDataset",
+    "TransformedDepth",
+    "center_crop_resize",
+    "collate_depth",
+    "hflip",
+    "resize_image_only",
+]
 
 # ----------------------------------------------------------------------------------------------------------
 # Per-sample transforms
@@ -149,136 +148,28 @@ def hflip(sample: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class TransformedDepth(Dataset):
+class TransformedDepth(TransformedDataset):
     """Applies centre-crop + resize (and, with `augment`, the sampler-seeded flip) to a depth dataset.
 
-    Indexed by an int, or by (index, aug_seed) as yielded by `MixedBatchSampler`.
+    Indexed by an int, or by (index, aug_seed) as yielded by `MixedBatchSampler`. With `native`, GP2's
+    evaluation resize (`resize_image_only` to min(image_size)) instead.
     """
 
     def __init__(
         self, dataset: Dataset, image_size: Sequence[int], augment: bool = False, native: bool = False
     ):
-        self.dataset, self.image_size, self.augment, self.native = dataset, tuple(image_size), augment, native
+        super().__init__(dataset)
+        self.image_size, self.augment, self.native = tuple(image_size), augment, native
 
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, aug_seed = key if isinstance(key, tuple) else (key, None)
+    def transform(self, sample: dict[str, Any], aug_seed: int | None) -> dict[str, Any]:
         if self.native:
-            return resize_image_only(self.dataset[index], min(self.image_size))
-        sample = center_crop_resize(self.dataset[index], self.image_size)
+            return resize_image_only(sample, min(self.image_size))
+        sample = center_crop_resize(sample, self.image_size)
         if self.augment and aug_seed is not None:
             g = torch.Generator().manual_seed(int(aug_seed))
             if torch.rand(1, generator=g).item() < 0.5:
                 sample = hflip(sample)
         return sample
-
-
-class MixedDataset(ConcatDataset):
-    """ConcatDataset whose items may also be indexed by (index, aug_seed) pairs (passed on to the part)."""
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, aug_seed = key if isinstance(key, tuple) else (key, None)
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        index %= len(self)
-        d = bisect.bisect_right(self.cumulative_sizes, index)
-        local = index - (self.cumulative_sizes[d - 1] if d > 0 else 0)
-        return self.datasets[d][(local, aug_seed) if aug_seed is not None else local]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Mixed batches
-
-
-class _EpochCounter:
-    """Stands in for `batch_sampler.sampler` so that Lightning's `set_epoch` call reaches the sampler."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-
-class MixedBatchSampler(BatchSampler):
-    """Batches of ConcatDataset indices with exactly batch_size // len(sizes) samples of every dataset.
-
-    Args:
-        sizes: length of every concatenated dataset, in ConcatDataset order.
-        batch_size: samples per batch (per process); must be >= len(sizes).
-        seed: base seed; the order of epoch e comes from (seed, e).
-        num_replicas, rank: DDP sharding (defaults: torch.distributed when initialized, else 1 / 0).
-        sampler: optional DistributedSampler (Lightning injects one); its rank, world size and epoch override.
-        drop_last: kept for Lightning's BatchSampler protocol; incomplete batches are always dropped.
-        with_aug_seed: yield (index, aug_seed) pairs instead of indices.
-    Global batch b of an epoch goes to rank b % num_replicas; every rank gets the same number of batches.
-    """
-
-    def __init__(
-        self,
-        sizes: Sequence[int],
-        batch_size: int,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        sampler: Any = None,
-        drop_last: bool = True,
-        with_aug_seed: bool = True,
-    ):
-        if len(sizes) == 0 or min(sizes) < 1:
-            raise ValueError(f"sizes: expected at least one non-empty dataset, got {list(sizes)}")
-        if batch_size < len(sizes):
-            raise ValueError(
-                f"batch_size ({batch_size}) must be >= the number of train datasets ({len(sizes)})"
-            )
-        if isinstance(sampler, DistributedSampler):  # injected by Lightning: its sharding wins
-            num_replicas, rank = sampler.num_replicas, sampler.rank
-        if num_replicas is None or rank is None:
-            dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-            num_replicas = (
-                (torch.distributed.get_world_size() if dist else 1) if num_replicas is None else num_replicas
-            )
-            rank = (torch.distributed.get_rank() if dist else 0) if rank is None else rank
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
-        self.sizes, self.seed = [int(s) for s in sizes], int(seed)
-        self.per_dataset = batch_size // len(sizes)
-        self.batch_size = self.per_dataset * len(sizes)
-        self.num_replicas, self.rank, self.drop_last = int(num_replicas), int(rank), drop_last
-        self.with_aug_seed = with_aug_seed
-        self.sampler = sampler if sampler is not None else _EpochCounter()
-        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
-        self.global_batches = max(1, min(self.sizes) // self.per_dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return int(getattr(self.sampler, "epoch", 0))
-
-    def __len__(self) -> int:
-        return self.global_batches // self.num_replicas
-
-    def _stream(self, d: int, g: torch.Generator) -> Tensor:
-        """global_batches * per_dataset ConcatDataset indices of dataset d: fresh permutations, chained."""
-        need, n = self.global_batches * self.per_dataset, self.sizes[d]
-        perms = [torch.randperm(n, generator=g) for _ in range(math.ceil(need / n))]
-        return torch.cat(perms)[:need] + self.offsets[d]
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        g = torch.Generator().manual_seed(stable_seed(self.seed, self.epoch))
-        streams = [
-            self._stream(d, g).view(self.global_batches, self.per_dataset) for d in range(len(self.sizes))
-        ]
-        batches = torch.cat(streams, dim=1)  # (global_batches, batch_size)
-        aug = torch.randint(0, 2**62, batches.shape, generator=g)
-        usable = len(self) * self.num_replicas
-        for b in range(self.rank, usable, self.num_replicas):
-            idx = batches[b].tolist()
-            yield list(zip(idx, aug[b].tolist(), strict=True)) if self.with_aug_seed else idx
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -331,25 +222,13 @@ def _pad_ordinal(values: list[Tensor | None]) -> tuple[Tensor, Tensor]:
 # DataModule
 
 
-def _build(entries: Sequence[dict[str, Any]] | None, split: str) -> list[Dataset]:
-    datasets = []
-    for i, entry in enumerate(entries or []):
-        if "reader" not in entry:
-            raise ValueError(f"{split}[{i}]: expected a dict with a 'reader' key, got {dict(entry)}")
-        kwargs = {k: v for k, v in dict(entry).items() if k != "reader"}
-        try:
-            datasets.append(READERS[entry["reader"]](**kwargs))
-        except (TypeError, ValueError) as e:  # wrong arguments: say which entry (files name themselves)
-            raise type(e)(f"data.{split}[{i}] ({entry['reader']}): {e}") from e
-    return datasets
-
-
 @DATAMODULES.register("depth")
-class DepthDataModule(pl.LightningDataModule):
-    """Depth data of any mix of readers (see the module docstring for resizing, mixing, DDP and collate).
+class DepthDataModule(MixedDataModule):
+    """Depth data of any mix of readers (resizing, flips and collate: the module docstring; entries, mixing,
+    DDP and evaluation loaders: `datamodules.base.MixedDataModule`).
 
     Args:
-        train, val, test: lists of `{"reader": NAME, **reader_kwargs}`; test defaults to val.
+        train, val, test: lists of `{"reader": NAME, **reader_kwargs}` of depth readers; test defaults to val.
         image_size: (H, W) of every batch.
         batch_size: samples per batch per process; >= len(train).
         num_workers, pin_memory: DataLoader options.
@@ -358,7 +237,11 @@ class DepthDataModule(pl.LightningDataModule):
         eval_resize: "crop" (val/test samples centre-cropped and resized to image_size, like train) or
             "native" (GP2's protocol: the image's shorter side resized to min(image_size), a multiple of 32,
             and the ground truth kept at its own resolution; batches of one dataset must share a size).
+        check_files: in `setup`, check that every file the readers list exists and is non-empty.
     """
+
+    SCHEMA = "depth"
+    collate = staticmethod(collate_depth)
 
     def __init__(
         self,
@@ -372,94 +255,29 @@ class DepthDataModule(pl.LightningDataModule):
         augment: bool = True,
         pin_memory: bool = False,
         eval_resize: str = "crop",
+        check_files: bool = True,
     ):
-        super().__init__()
         if eval_resize not in ("crop", "native"):
             raise ValueError(f"eval_resize must be 'crop' or 'native', got {eval_resize!r}")
-        self.eval_resize = eval_resize
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f"image_size must be (H, W) with positive sizes, got {image_size}")
-        if not train:
-            raise ValueError("train: expected at least one reader entry")
-        if batch_size < len(train):
-            raise ValueError(
-                f"batch_size ({batch_size}) must be >= the number of train datasets ({len(train)}): every "
-                "batch holds batch_size // n_datasets samples of each"
-            )
-        self.train_entries, self.val_entries = list(train), list(val)
-        self.test_entries = list(test) if test is not None else list(val)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
-        self.augment, self.pin_memory = augment, pin_memory
-        self.train_set: MixedDataset | None = None
-        self.val_sets: list[TransformedDepth] = []
-        self.test_sets: list[TransformedDepth] = []
-
-    def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_set is None:
-            parts = [
-                TransformedDepth(d, self.image_size, self.augment)
-                for d in _build(self.train_entries, "train")
-            ]
-            self.train_set = MixedDataset(parts)
-        if stage in (None, "fit", "validate") and not self.val_sets:
-            native = self.eval_resize == "native"
-            self.val_sets = [
-                TransformedDepth(d, self.image_size, native=native) for d in _build(self.val_entries, "val")
-            ]
-        if stage in (None, "test") and not self.test_sets:
-            native = self.eval_resize == "native"
-            self.test_sets = [
-                TransformedDepth(d, self.image_size, native=native) for d in _build(self.test_entries, "test")
-            ]
-
-    def dataset_names(self, split: str) -> list[str]:
-        """Reader names of `split` ("train", "val", "test") in order: names of the dataloader_idx values."""
-        entries = {"train": self.train_entries, "val": self.val_entries, "test": self.test_entries}[split]
-        return [e["reader"] for e in entries]
-
-    def _replicas(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            return int(trainer.world_size), int(trainer.global_rank)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return 1, 0
-
-    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
-            dataset,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            collate_fn=collate_depth,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
+        super().__init__(
+            train,
+            val,
+            test,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            pin_memory=pin_memory,
+            check_files=check_files,
         )
+        self.eval_resize = eval_resize
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.augment = augment
 
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        assert self.train_set is not None
-        world, rank = self._replicas()
-        sizes = [len(d) for d in self.train_set.datasets]  # type: ignore[arg-type]
-        sampler = MixedBatchSampler(sizes, self.batch_size, seed=self.seed, num_replicas=world, rank=rank)
-        return self._loader(self.train_set, batch_sampler=sampler)
-
-    def _eval_loaders(self, datasets: list[TransformedDepth]) -> DataLoader | list[DataLoader]:
-        world, rank = self._replicas()
-        loaders = []
-        for d in datasets:
-            # no padding: each sample is scored once (DistributedSampler would repeat some to even out ranks)
-            sampler = UnrepeatedDistributedSampler(d, world, rank, shuffle=False) if world > 1 else None
-            loaders.append(self._loader(d, batch_size=self.batch_size, shuffle=False, sampler=sampler))
-        return loaders[0] if len(loaders) == 1 else loaders
-
-    def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        if not self.val_sets:
-            self.setup("validate")
-        return self._eval_loaders(self.val_sets)
-
-    def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        if not self.test_sets:
-            self.setup("test")
-        return self._eval_loaders(self.test_sets)
+    def wrap(self, dataset: Dataset, split: str) -> TransformedDepth:
+        """Train: crop + resize + seeded flips (with `augment`); val / test: crop + resize, or the native
+        evaluation resize."""
+        if split == "train":
+            return TransformedDepth(dataset, self.image_size, self.augment)
+        return TransformedDepth(dataset, self.image_size, native=self.eval_resize == "native")

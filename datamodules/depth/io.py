@@ -1,99 +1,53 @@
-"""File loading and validation shared by the depth dataset readers.
+"""Depth-specific file loading and validation for the depth dataset readers.
 
-Every reader turns its dataset's own files into one sample schema (see `make_sample`):
-`image` (3, H, W) float32 in [0, 1], `depth` (1, H, W) float32, `valid` (1, H, W) bool, `depth_type`,
-optional `intrinsics` (3, 3) float32, optional `max_depth` float, `name` str.
-Errors name the file and, for a missing dataset root, the expected layout.
+Every reader turns its dataset's own files into the depth sample schema (`datamodules.schema`, assembled by
+`make_sample`): `image` (3, H, W) float32 in [0, 1], `depth` (1, H, W) float32, `valid` (1, H, W) bool,
+`depth_type`, optional `intrinsics` (3, 3) float32, optional `max_depth` float, `name` str.
+Errors name the file. The generic helpers (roots, splits, images, PNGs, JSON, split lists) live in
+`datamodules.files` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-DEPTH_TYPES = ("absolute", "uts", "utss_disparity", "ordinal")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
+from datamodules.files import (
+    IMAGE_SUFFIXES,
+    check_split,
+    load_png_uint,
+    load_rgb,
+    open_image,
+    png_text,
+    read_json,
+    read_split_list,
+    require_dir,
+    require_file,
+    rgb_from_array,
+)
+from losses.depth import DENSE_DEPTH_TYPES, DEPTH_TYPES
 
-
-def require_dir(path: str | Path, layout: str) -> Path:
-    """Return `path` as a Path, or raise FileNotFoundError naming it and the expected `layout`."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"dataset directory not found: {path}\nexpected layout:\n{layout}")
-    return path
-
-
-def require_file(path: str | Path, layout: str | None = None) -> Path:
-    """Return `path` as a Path, or raise FileNotFoundError naming it (and the expected `layout`)."""
-    path = Path(path)
-    if not path.is_file():
-        hint = f"\nexpected layout:\n{layout}" if layout else ""
-        raise FileNotFoundError(f"file not found: {path}{hint}")
-    return path
-
-
-def check_split(split: str, allowed: Sequence[str], reader: str) -> str:
-    """Raise ValueError naming the allowed values when `split` is not one of them."""
-    if split not in allowed:
-        raise ValueError(
-            f"{reader}: unknown split {split!r}; allowed values: {', '.join(map(repr, allowed))}"
-        )
-    return split
-
-
-def _open_image(path: Path) -> Image.Image:
-    require_file(path)
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image file {path}: {err}") from err
-    return img
-
-
-def load_rgb(path: str | Path) -> torch.Tensor:
-    """Read an 8-bit image file (any PIL format, grey images are repeated) as (3, H, W) float32 in [0, 1]."""
-    img = _open_image(Path(path))
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def rgb_from_array(arr: np.ndarray, what: str) -> torch.Tensor:
-    """(H, W, 3) uint8 array -> (3, H, W) float32 in [0, 1]; `what` names the source in errors."""
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"{what}: expected an (H, W, 3) uint8 image, got {arr.shape} {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
-
-
-def load_png_uint(path: str | Path) -> np.ndarray:
-    """Read a single-channel 8- or 16-bit PNG as an (H, W) integer array with its stored values."""
-    img = _open_image(Path(path))
-    if img.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
-        raise ValueError(f"{path}: expected a single-channel 8/16-bit PNG, got PIL mode {img.mode!r}")
-    arr = np.array(img)
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel image, got array shape {arr.shape}")
-    return arr.astype(np.int64)
-
-
-def png_text(path: str | Path) -> dict[str, str]:
-    """The text chunks (tEXt / iTXt) of a PNG file, e.g. a `depth_scale` written by the folder format."""
-    img = _open_image(Path(path))
-    return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
-
-
-def read_json(path: str | Path) -> dict[str, Any]:
-    path = require_file(path)
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"cannot parse JSON file {path}: {err}") from err
+__all__ = [
+    "DENSE_DEPTH_TYPES",
+    "DEPTH_TYPES",
+    "IMAGE_SUFFIXES",
+    "border_mask",
+    "check_same_size",
+    "check_split",
+    "intrinsics_matrix",
+    "load_png_uint",
+    "load_rgb",
+    "make_sample",
+    "open_image",
+    "png_text",
+    "read_json",
+    "read_split_list",
+    "require_dir",
+    "require_file",
+    "rgb_from_array",
+]
 
 
 def check_same_size(image: torch.Tensor, depth: torch.Tensor, image_path: Any, depth_path: Any) -> None:
@@ -181,9 +135,3 @@ def make_sample(
         sample["max_depth"] = float(max_depth)
     sample.update(extra)
     return sample
-
-
-def read_split_list(path: Path) -> list[str]:
-    """Non-empty, non-comment lines of a split file, stripped."""
-    lines = require_file(path).read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]

@@ -20,17 +20,9 @@ import numpy as np
 import scipy.io
 import torch
 
-from datamodules.depth.io import (
-    border_mask,
-    intrinsics_matrix,
-    load_png_uint,
-    load_rgb,
-    make_sample,
-    read_split_list,
-    require_file,
-    rgb_from_array,
-)
+from datamodules.depth.io import border_mask, intrinsics_matrix, make_sample
 from datamodules.depth.readers_base import _UNSET, DepthReader
+from datamodules.files import load_png_uint, load_rgb, read_split_list, require_file, rgb_from_array
 from datamodules.registry import READERS
 
 # --------------------------------------------------------------------------------------------------- NYUv2
@@ -107,6 +99,9 @@ class NYUv2Reader(DepthReader):
         if index.size and (index.min() < 0 or index.max() >= n):
             raise ValueError(f"{splits_path}: {key} has indices outside 1..{n}")
         return index.tolist()
+
+    def _files(self, idx: int) -> list[Path]:
+        return [self.mat_path]
 
     def _file(self) -> h5py.File:
         if self._h5 is None:  # opened lazily, once per DataLoader worker
@@ -213,6 +208,11 @@ class KITTIReader(DepthReader):
                 raise ValueError(f"{split_file}: cannot tell the camera (image_02/image_03) from {rgb_rel!r}")
             items.append((self.root / "raw" / rgb_rel, depth_path, cam.group(1)))
         return items
+
+    def _files(self, item: tuple[Path, Path, str]) -> list[Path]:
+        rgb_path, depth_path, _ = item
+        date = rgb_path.relative_to(self.root / "raw").parts[0]
+        return [rgb_path, depth_path, self.root / "raw" / date / "calib_cam_to_cam.txt"]
 
     def _intrinsics(self, rgb_path: Path, cam: str) -> torch.Tensor:
         rel = rgb_path.relative_to(self.root / "raw")
@@ -330,6 +330,9 @@ class TUMReader(DepthReader):
             items += [(seq / rgb[i][1], seq / depth[j][1], cam) for i, j in pairs]
         return items
 
+    def _files(self, item: tuple[Path, Path, str]) -> list[Path]:
+        return [item[0], item[1]]
+
     def _load(self, item: tuple[Path, Path, str]) -> dict[str, Any]:
         rgb_path, depth_path, cam = item
         image = load_rgb(rgb_path)
@@ -426,6 +429,9 @@ class SintelReader(DepthReader):
                 (img, train / "depth" / scene / f"{stem}.dpt", train / "camdata_left" / scene / f"{stem}.cam")
             )
         return items
+
+    def _files(self, item: tuple[Path, Path, Path]) -> list[Path]:
+        return [item[0], item[1]]  # the .cam file is optional
 
     def _load(self, item: tuple[Path, Path, Path]) -> dict[str, Any]:
         img_path, dpt_path, cam_path = item
@@ -531,6 +537,9 @@ class ETH3DReader(DepthReader):
                 items.append((scene / "images" / image_sub / dpath.name, dpath, scene / calib_sub))
         return items
 
+    def _files(self, item: tuple[Path, Path, Path]) -> list[Path]:
+        return [item[0], item[1]]  # the calibration is optional
+
     def _intrinsics(self, calib_dir: Path, name: str) -> torch.Tensor | None:
         if not (calib_dir / "cameras.txt").is_file():
             return None
@@ -616,6 +625,9 @@ class DIMLReader(DepthReader):
             for img in sorted(base.glob("*/outleft/*.png")):
                 items.append((img, img.parent.parent / "depthmap" / img.name))
         return items
+
+    def _files(self, item: tuple[Path, Path]) -> list[Path]:
+        return list(item)
 
     def _load(self, item: tuple[Path, Path]) -> dict[str, Any]:
         img_path, depth_path = item

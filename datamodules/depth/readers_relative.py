@@ -15,21 +15,20 @@ import h5py
 import numpy as np
 import torch
 
-from datamodules.depth.io import (
-    DEPTH_TYPES,
+from datamodules.depth.io import intrinsics_matrix, make_sample
+from datamodules.depth.readers_base import DepthReader
+from datamodules.files import (
     IMAGE_SUFFIXES,
-    intrinsics_matrix,
     load_png_uint,
     load_rgb,
-    make_sample,
     png_text,
     read_json,
     read_split_list,
     require_dir,
     require_file,
 )
-from datamodules.depth.readers_base import DepthReader
 from datamodules.registry import READERS
+from losses.depth import DEPTH_TYPES
 
 # ------------------------------------------------------------------------------------------------------ DIW
 
@@ -94,12 +93,19 @@ class DIWReader(DepthReader):
         self.csv = require_file(csv, self.LAYOUT)
         return parse_diw_csv(self.csv)
 
-    def _image_path(self, written: str) -> Path:
+    def _candidates(self, written: str) -> list[Path]:
         p = Path(written)
-        candidates = ([p] if p.is_absolute() else []) + [
+        return ([p] if p.is_absolute() else []) + [
             Path(os.path.normpath(self.root / written.lstrip("/"))),
             self.root / p.parent.name / p.name,
         ]
+
+    def _files(self, item: tuple[str, list[str]]) -> list[Path]:
+        candidates = self._candidates(item[0])
+        return [next((c for c in candidates if c.is_file()), candidates[0])]
+
+    def _image_path(self, written: str) -> Path:
+        candidates = self._candidates(written)
         for c in candidates:
             if c.is_file():
                 return c
@@ -179,6 +185,9 @@ class MegaDepthReader(DepthReader):
                     items.append((img, img.parent.parent / "depths" / f"{img.stem}.h5"))
         return items
 
+    def _files(self, item: tuple[Path, Path]) -> list[Path]:
+        return list(item)
+
     def _load(self, item: tuple[Path, Path]) -> dict[str, Any]:
         img_path, depth_path = item
         image = load_rgb(img_path)
@@ -227,6 +236,9 @@ class ReDWebReader(DepthReader):
             img = next(p for p in imgs.iterdir() if p.stem == name and p.suffix in IMAGE_SUFFIXES)
             items.append((img, self.root / "RDs" / f"{name}.png"))
         return items
+
+    def _files(self, item: tuple[Path, Path]) -> list[Path]:
+        return list(item)
 
     def _load(self, item: tuple[Path, Path]) -> dict[str, Any]:
         img_path, rd_path = item
@@ -308,6 +320,9 @@ class FolderReader(DepthReader):
                     f".disp.npy, .disp.png)\nexpected layout:\n{self.LAYOUT}"
                 )
         return items
+
+    def _files(self, item: tuple[Path, Path, str]) -> list[Path]:
+        return [item[0], item[1]]  # <name>.json overrides are optional
 
     def _load(self, item: tuple[Path, Path, str]) -> dict[str, Any]:
         img_path, depth_path, kind = item

@@ -30,12 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.registry import READERS
+from datamodules.seeding import stable_seed
 from geometry.cameras import intrinsics_from_fov
 
 TEXTURES = ("plain", "checker", "stripes", "gradient", "noise")
@@ -403,11 +403,6 @@ def random_scene(
 # Dataset
 
 
-def stable_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (numpy SeedSequence hashing), stable across runs."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
 @READERS.register("synthetic_depth")
 class SyntheticDepth(Dataset):
     """Procedural room scenes with metric depth, generated on the fly from (seed, split, index).
@@ -425,6 +420,9 @@ class SyntheticDepth(Dataset):
     Samples: `image` (3, H, W), `depth` (1, H, W), `valid` (1, H, W), `depth_type`, `intrinsics` (3, 3),
     `name`. Each one is a pure function of (seed, split, index): reproducible and worker-safe.
     """
+
+    NAME = "synthetic_depth"
+    SCHEMA = "depth"
 
     def __init__(
         self,

@@ -1,0 +1,6 @@
+"""The GP2 family: `GP2Module` (registered as model "gp2") and its data, the depth datamodule and readers."""
+
+import datamodules.depth  # noqa: F401  (registers the depth datamodule and readers)
+from lightning_modules.gp2.module import GP2Module
+
+__all__ = ["GP2Module"]

@@ -25,14 +25,15 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
+from lightning_modules.family import MODELS, FamilyModule
 from lightning_modules.gp2.network import LightWeightRefineNet
-from losses.depth import GP2Loss
+from losses.depth import DENSE_DEPTH_TYPES, GP2Loss
 
-DENSE_DEPTH_TYPES = ("absolute", "uts")  # types whose target is a depth map the metrics can score
-REPORTED = ("delta125_bad", "delta1", "absrel", "log10", "rmse")  # keys logged per alignment
+REPORTED = ("delta125_bad", "delta1", "absrel", "log10", "rmse", "nonfinite")  # logged per alignment
 
 
-class GP2Module(pl.LightningModule):
+@MODELS.register("gp2")
+class GP2Module(FamilyModule):
     """LightningModule of the GP2 family.
 
     Args:
@@ -42,8 +43,14 @@ class GP2Module(pl.LightningModule):
         lr, weight_decay: AdamW; scheduler: "cosine" (to 0 over the run) or "none".
         alignments: metric alignments (lightning_modules.depth_metrics.ALIGNMENTS); the first is the main one.
         max_depth: depth cap for metrics when the data does not give one (samples' `max_depth` wins).
-        log_images, log_points: pictures and point-cloud size of the validation visualizer callback.
+        log_images, log_points: pictures and point-cloud size of the validation and test visualizer callback.
     """
+
+    MONITOR = "val/absrel"  # GP2's tables report AbsRel (and the % of bad pixels); lower is better
+    MONITOR_MODE = "min"
+    # taken from the eval config rather than the checkpoint (they change the scoring, not the network)
+    EVAL_SETTINGS = ("alignments", "max_depth", "log_images", "log_points")
+    INIT_ONLY = ("pretrained_path",)  # the checkpoint holds every weight: no backbone file at eval
 
     def __init__(
         self,
@@ -90,7 +97,7 @@ class GP2Module(pl.LightningModule):
             pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
         return pred
 
-    def default_callbacks(self) -> list[pl.Callback]:
+    def configure_callbacks(self) -> list[pl.Callback]:
         from lightning_modules.gp2.callbacks import DepthVisualizer
 
         return [DepthVisualizer(self.hparams.log_images, self.hparams.log_points)]
@@ -113,7 +120,9 @@ class GP2Module(pl.LightningModule):
             cap = caps[0] if caps is not None and len(caps) else None
             cap = float(cap) if cap is not None else self.hparams.max_depth
             sets = {a: DepthMetrics(alignment=a, max_depth=cap) for a in self.hparams.alignments}
-            self.metrics[key] = nn.ModuleDict({**sets, "whdr": WHDR(), "loss": MeanMetric()}).to(self.device)
+            self.metrics[key] = nn.ModuleDict(
+                {**sets, "whdr": WHDR(), "loss": MeanMetric(nan_strategy="disable")}
+            ).to(self.device)
         return self.metrics[key]
 
     def _eval_step(self, split: str, batch: dict, dataloader_idx: int) -> dict[str, torch.Tensor]:
@@ -127,7 +136,9 @@ class GP2Module(pl.LightningModule):
             metrics[a].update(pred, batch["depth"], mask)
         if batch.get("ordinal") is not None:
             metrics["whdr"].update(pred, batch["ordinal"])
-        metrics["loss"].update(loss, weight=pred.shape[0])
+        # one value per sample rather than weight=B: torchmetrics 1.9's MeanMetric ignores a scalar's weight
+        # under nan_strategy="disable" (which keeps a NaN loss visible instead of dropping it)
+        metrics["loss"].update(loss.detach().expand(pred.shape[0]))
         return {"pred": pred.detach()}
 
     def validation_step(

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Backbones of the paper's Table 3 (timm names). Others that timm builds with features_only also work.
+# Backbones of the paper's Table 3 (timm names), the ones `model.backbone` accepts: each builds with timm's
+# features_only at strides 2, 4, 8, 16, 32, which the decoder needs. Any other name (an "hf-hub:..." one
+# included) is refused before timm is called, so nothing is ever downloaded for a typo.
 BACKBONES = (
     "mobilenetv2_100",
     "efficientnet_lite0",
@@ -62,7 +64,7 @@ class LightWeightRefineNet(nn.Module):
     """Backbone + LRN decoder. forward: image (B, 3, H, W) in [0, 1] -> log-disparity (B, 1, H, W).
 
     Args:
-        backbone: timm model name (see BACKBONES).
+        backbone: timm model name, one of BACKBONES (ValueError otherwise, before timm is called).
         pretrained_path: local weights file for the backbone (timm's `pretrained_cfg_overlay=dict(file=...)`);
             None = random initialization. Nothing is downloaded.
         n_chains: CRP chains per level (4 in GP2's LRN4 models).
@@ -77,6 +79,8 @@ class LightWeightRefineNet(nn.Module):
         normalize_input: bool = True,
     ):
         super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"model.backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
         kwargs = {}
         if pretrained_path is not None:
             if not os.path.isfile(pretrained_path):

@@ -1,0 +1,76 @@
+"""The family protocol: what the runner (experiments/) needs to know of a model family, and where it looks.
+
+A family registers its LightningModule by name, and declares on the class what the runner must not guess:
+
+    @MODELS.register("gp2")
+    class GP2Module(FamilyModule):
+        MONITOR = "val/absrel"            # the metric that picks checkpoints/best.ckpt ...
+        MONITOR_MODE = "min"              # ... and whether lower ("min") or higher ("max") is better
+        EVAL_SETTINGS = ("alignments",)   # constructor arguments `eval` takes from its config
+        INIT_ONLY = ("pretrained_path",)  # arguments that only initialize weights (None at eval)
+
+        def configure_callbacks(self):    # Lightning's own hook: used by train *and* eval
+            return [MyVisualizer()]
+
+Everything else comes from Lightning: the module's `training_step` / `validation_step` / `test_step`, its
+`configure_optimizers`, and the metrics it logs. The datamodule is found in `datamodules.DATAMODULES` by the
+config's `data.name`. A plain LightningModule without these attributes works too (the runner reads them with
+defaults), but then the experiment config must name `monitor` and `monitor_mode` itself.
+
+The runner imports the `lightning_modules` package, whose `__init__` imports each family once (that import
+is the family's one registration line); it imports no family by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from datamodules.registry import Registry
+
+MODELS = Registry("model")
+MONITOR_MODES = ("min", "max")
+
+
+class FamilyModule(pl.LightningModule):
+    """Base class of the suite's LightningModules: the protocol attributes (see the module docstring) and
+    the guard that stops a diverged run."""
+
+    MONITOR: str | None = None
+    MONITOR_MODE: str = "min"
+    EVAL_SETTINGS: tuple[str, ...] = ()
+    INIT_ONLY: tuple[str, ...] = ()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        check_finite_loss(self.trainer, outputs)
+
+
+class DivergedError(FloatingPointError):
+    """A training loss (or a logged train/ metric) became NaN or infinite."""
+
+
+def check_finite_loss(trainer: pl.Trainer, outputs: Any) -> None:
+    """Raise DivergedError when this step's loss, or any `train/` metric logged so far, is not finite.
+
+    `outputs` is what `training_step` returned (a tensor, a dict with "loss", or None under manual
+    optimization, where the logged `train/` metrics are checked)."""
+    values: dict[str, Any] = {}
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        values["loss"] = loss
+    values.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+    for key, value in values.items():
+        v = float(value.detach()) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DivergedError(
+                f"the run diverged: training {key} is {v} at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}. Lower model.lr, or set trainer.gradient_clip_val"
+            )
+
+
+def family_attr(cls: type, name: str, default: Any = None) -> Any:
+    """A protocol attribute of a registered model class, with the protocol's default."""
+    return getattr(cls, name, getattr(FamilyModule, name, default))
