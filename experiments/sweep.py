@@ -1,12 +1,16 @@
 """Sweeps: W&B sweep YAML files under experiments/sweeps whose parameters are dotted config keys.
 
-Online (`--online`, W&B configured): W&B's own `wandb sweep` creates the sweep and `wandb agent` runs it; the
-file's `command` calls `python -m experiments train key=value ...` for every run.
+Online (`--online`, W&B configured): W&B creates the sweep (`wandb.sweep`, in this process) and
+`<this interpreter> -m wandb agent` runs it. The sweep's `command` is replaced by
+`[<this interpreter>, -m, experiments, train, ${args_no_hyphens}]`: W&B's `${interpreter}` macro (and a
+bare `python`) would be whatever `python` is on PATH, not the project's virtual environment.
 Offline (default): the same file is walked locally — grid (every combination) or random (`--count` samples,
 seeded) — each run trained in turn with its own run directory under runs/sweeps/<sweep>-<time>/ and tracked
 offline; then a table of the runs sorted by the sweep's metric is printed and written as summary.json.
 Supported parameter specs: value, values, min/max with distribution uniform | int_uniform |
 log_uniform_values (W&B's names).
+Options (--count N, --online) may come anywhere among the key=value overrides; an unknown option is a
+ConfigError.
 """
 
 from __future__ import annotations
@@ -155,29 +159,56 @@ def run_offline(
     return rows
 
 
+def online_spec(spec: dict, extra: list[str] | None = None) -> dict:
+    """The sweep as W&B gets it: `extra` overrides (and logger.mode=online) become fixed parameters, and the
+    command runs this interpreter (`${interpreter}` would be the `python` on PATH, not the venv's)."""
+    from experiments.config import parse_overrides
+
+    fixed = {"logger.mode": "online", **parse_overrides(list(extra or []))}
+    return {
+        **spec,
+        "parameters": {**spec["parameters"], **{k: {"value": v} for k, v in fixed.items()}},
+        "command": [sys.executable, "-m", "experiments", "train", "${args_no_hyphens}"],
+    }
+
+
+def agent_command(sweep_id: str, spec: dict, count: int | None = None) -> list[str]:
+    """`wandb agent` run by this interpreter (`wandb` need not be on PATH, e.g. under make)."""
+    cmd = [sys.executable, "-m", "wandb", "agent", "--project", spec.get("project", "sv3d")]
+    if spec.get("entity"):
+        cmd += ["--entity", spec["entity"]]
+    if count:
+        cmd += ["--count", str(count)]
+    return cmd + [sweep_id]
+
+
 def run_online(path: Path, spec: dict, count: int | None, extra: list[str] | None = None) -> int:
     """Create the sweep with W&B and run `wandb agent` here; `extra` overrides become fixed parameters."""
     import wandb
 
-    from experiments.config import parse_overrides
+    for params in expand(spec, count):  # bad overrides stop here, not in every W&B run
+        compose(params["exp"], as_overrides(params) + list(extra or []))
+    spec = online_spec(spec, extra)
+    sweep_id = wandb.sweep(sweep=spec, project=spec.get("project", "sv3d"), entity=spec.get("entity"))
+    return subprocess.call(agent_command(sweep_id, spec, count))
 
-    spec = {**spec, "parameters": dict(spec["parameters"])}
-    fixed = {"logger.mode": "online", **parse_overrides(list(extra or []))}
-    spec["parameters"].update({k: {"value": v} for k, v in fixed.items()})
-    sweep_id = wandb.sweep(sweep=spec, project=spec.get("project", "sv3d"))
-    cmd = ["wandb", "agent", sweep_id] + (["--count", str(count)] if count else [])
-    return subprocess.call(cmd)
+
+class OptionParser(argparse.ArgumentParser):
+    """argparse whose errors (unknown option, missing value) are one-line ConfigErrors, not exit(2)."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments sweep")
+    p = OptionParser(prog="python -m experiments sweep")
     p.add_argument("sweep", help="name under experiments/sweeps or a path to a sweep YAML")
     p.add_argument("--count", type=int, default=None, help="number of runs (random: samples; grid: first N)")
     p.add_argument(
         "--online", action="store_true", help="create and run the sweep with W&B (needs W&B login)"
     )
     p.add_argument("overrides", nargs="*", help="key=value applied to every run (e.g. trainer.max_epochs=1)")
-    ns = p.parse_args(argv)
+    ns = p.parse_intermixed_args(argv)  # options anywhere among the overrides
     name, spec = load_sweep(ns.sweep)
     if ns.online:
         return run_online(SWEEP_DIR / f"{name}.yaml", spec, ns.count, ns.overrides)
