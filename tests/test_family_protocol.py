@@ -160,3 +160,22 @@ def test_a_family_without_a_monitored_metric_fails_before_training(toy_configs, 
         train(compose("toy", args(tmp_path / "run", "monitor=train/loss")))
     result = train(compose("toy", args(tmp_path / "run", "monitor=train/loss", "monitor_mode=min", epochs=1)))
     assert result["monitor"] == "train/loss"
+
+
+def test_trainer_inference_mode_is_a_config_key(toy_configs, tmp_path, monkeypatch):
+    """A family that optimizes at evaluation time needs gradients there: trainer.inference_mode=false."""
+    seen = []
+    step = ToyLogReg.validation_step
+
+    def recording_step(self, batch, batch_idx):
+        seen.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ToyLogReg, "validation_step", recording_step)
+    train(compose("toy", args(tmp_path / "a", epochs=1)))
+    # Lightning's default: trainer.validate (the final metrics) runs under inference mode, where not even
+    # torch.enable_grad() gives gradients; validation inside fit runs under no_grad
+    assert any(inference for inference, _ in seen), seen
+    seen.clear()
+    train(compose("toy", args(tmp_path / "b", "trainer.inference_mode=false", epochs=1)))
+    assert seen and not any(inference for inference, _ in seen)
