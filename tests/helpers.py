@@ -7,6 +7,8 @@ Imported as `from helpers import ...`: tests/ has no __init__.py, so pytest (roo
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,15 @@ def assert_close(
         f"{int(bad.sum())} bad of {bad.numel()} (shape {tuple(a.shape)}), "
         f"first at {first}: actual {a[first].item()!r} vs expected {e[first].item()!r}"
     )
+
+
+def modules_loaded_by(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    """The modules of the `forbidden` top-level packages that `import package` loads, in a fresh
+    interpreter (so that what this test process already imported does not count)."""
+    code = (
+        f"import sys, {package}\n"
+        f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]

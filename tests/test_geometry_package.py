@@ -3,11 +3,8 @@ the rest of the project (it must be reusable without Lightning or the suite)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+from helpers import modules_loaded_by
 
-ROOT = Path(__file__).resolve().parents[1]
 PYTORCH3D_NAMES = (
     "axis_angle_to_matrix matrix_to_axis_angle rotation_6d_to_matrix matrix_to_rotation_6d quaternion_to_matrix "
     "matrix_to_quaternion so3_relative_angle look_at_view_transform rasterize_meshes rasterize_points "
@@ -24,11 +21,6 @@ def test_public_names():
 
 
 def test_geometry_imports_nothing_else_of_the_project():
-    code = (
-        "import sys, geometry\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('losses', 'datamodules', 'lightning_modules', 'experiments', 'pytorch_lightning', 'lightning'))\n"
-        "print(','.join(bad))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"geometry imported: {out.stdout.strip()}"
+    above = ("losses", "datamodules", "lightning_modules", "experiments", "pytorch_lightning", "lightning")
+    bad = modules_loaded_by("geometry", above)
+    assert not bad, f"geometry imported: {bad}"

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import modules_loaded_by
+
 MODULES = ("losses.depth",)
 
 
@@ -54,11 +52,7 @@ def test_from_losses_import():
 
 
 def test_losses_imports_nothing_above_it():
-    code = (
-        "import sys, losses\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('datamodules', 'lightning_modules', 'experiments', 'pytorch_lightning', 'lightning'))\n"
-        "print(','.join(bad))"
+    bad = modules_loaded_by(
+        "losses", ("datamodules", "lightning_modules", "experiments", "pytorch_lightning", "lightning")
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"losses imported: {out.stdout.strip()}"
+    assert not bad, f"losses imported: {bad}"
