@@ -15,6 +15,13 @@ import scipy.io
 from PIL import Image, PngImagePlugin
 
 
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut a file to `keep` of its bytes (a corrupt variant: an interrupted download or copy); returns it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
 def rng_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
@@ -77,7 +84,9 @@ KITTI_P2 = [721.5377, 0.0, 609.5593, 44.85728, 0.0, 721.5377, 172.854, 0.2163791
 KITTI_P3 = [721.5377, 0.0, 609.5593, -339.5242, 0.0, 721.5377, 172.854, 2.199936, 0.0, 0.0, 1.0, 0.002729905]
 
 
-def write_kitti(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) -> dict:
+def write_kitti(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8, depth_bits: int = 16) -> dict:
+    """Two annotated frames (image_02 under train/, image_03 under val/) and a split file with a `None` line.
+    depth_bits=8 writes the depth maps as 8-bit PNGs (values clipped to 255), a corrupt variant."""
     date, drive = "2011_09_26", "2011_09_26_drive_0002_sync"
     calib = root / "raw" / date / "calib_cam_to_cam.txt"
     calib.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +104,11 @@ def write_kitti(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) ->
         rgb_rel = f"{date}/{drive}/image_0{cam}/data/{frame}.png"
         depth_rel = f"{drive}/proj_depth/groundtruth/image_0{cam}/{frame}.png"
         save_rgb(root / "raw" / rgb_rel, img)
-        save_png16(root / "data_depth_annotated" / sub / depth_rel, dep)
+        if depth_bits == 8:
+            dep = np.clip(dep, 0, 255).astype(np.uint8)
+            save_png8(root / "data_depth_annotated" / sub / depth_rel, dep)
+        else:
+            save_png16(root / "data_depth_annotated" / sub / depth_rel, dep)
         lines.append(f"{rgb_rel} {depth_rel} 721.5377")
         out[frame] = (img, dep, cam)
     lines.insert(1, f"{date}/{drive}/image_02/data/0000000006.png None 721.5377")
@@ -233,7 +246,13 @@ def write_diml(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) -> 
     return out
 
 
-def write_megadepth(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) -> dict:
+def write_megadepth(
+    root: Path, rng: np.random.Generator, h: int = 6, w: int = 8, ordinal: tuple[str, ...] = ()
+) -> dict:
+    """Three images in two scenes. Keys of `ordinal` (`<scene>/<dense>/<name>`) get an ordinal depth map
+    instead, as MegaDepth ships them: same file name and key "depth", float32 -1 (ordering mask) / 0 / 1
+    values. Also writes a `semantic_map/<scene>/images/<name>.jpg.h5` next to MegaDepth_v1/, which the
+    reader must never read."""
     base = root / "phoenix" / "S6" / "zl548" / "MegaDepth_v1"
     out = {}
     for scene, dense, name in (
@@ -246,8 +265,15 @@ def write_megadepth(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8
         depth[:, 0] = 0.0
         save_rgb(base / scene / dense / "imgs" / f"{name}.jpg", img, "JPEG")
         (base / scene / dense / "depths").mkdir(parents=True, exist_ok=True)
+        if f"{scene}/{dense}/{name}" in ordinal:
+            depth = rng.integers(-1, 2, size=(h, w)).astype(np.float32)
+            depth[0, 0] = -1.0
         with h5py.File(base / scene / dense / "depths" / f"{name}.h5", "w") as f:
             f.create_dataset("depth", data=depth)
+        semantic = root / "phoenix" / "S6" / "zl548" / "semantic_map" / scene / "images" / f"{name}.jpg.h5"
+        semantic.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(semantic, "w") as f:
+            f.create_dataset("semantic", data=rng.integers(0, 150, size=(h, w)).astype(np.int32))
         out[f"{scene}/{dense}/{name}"] = (img, depth)
     return out
 

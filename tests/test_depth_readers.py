@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from depth_format_writers import (
     KITTI_P2,
     KITTI_P3,
     save_rgb,
+    truncate,
     write_diml,
     write_diw,
     write_dpt,
@@ -383,3 +387,244 @@ def test_dataloader_batches_one_reader(tmp_path, rng):
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
     assert batch["image"].shape == (2, 3, 6, 8) and batch["intrinsics"].shape == (2, 3, 3)
     assert batch["valid"].dtype == torch.bool and batch["depth_type"] == ["absolute", "absolute"]
+
+
+# ------------------------------------------------------------------------------------------------- bad files
+# Every corrupt file raises naming it (never a silent partial read, never a skipped entry).
+
+KITTI_RGB = "raw/2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000005.png"
+KITTI_DEPTH = (
+    "data_depth_annotated/train/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000005.png"
+)
+
+
+@contextlib.contextmanager
+def raises_naming(exc: type[Exception], path, *also: str):
+    """pytest.raises(exc) whose message contains `path` (escaped) and every string of `also`."""
+    with pytest.raises(exc, match=re.escape(str(path))) as info:
+        yield info
+    for s in also:
+        assert s in str(info.value), f"{s!r} not in {str(info.value)!r}"
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_png_names_file(tmp_path, rng, keep):
+    # 0.97 keeps every IDAT byte but cuts the IEND chunk: PIL decodes that without complaint
+    write_kitti(tmp_path, rng)
+    bad = truncate(tmp_path / KITTI_RGB, keep)
+    ds = READERS["kitti"](root=tmp_path, split="test")
+    with raises_naming(ValueError, bad, "cannot read image"):
+        ds[0]
+    assert ds[1]["image"].shape == (3, 6, 8), "other samples stay readable"
+
+
+def test_truncated_png_raises_even_if_pil_allows_truncated(tmp_path, rng, monkeypatch):
+    from PIL import ImageFile
+
+    write_kitti(tmp_path, rng)
+    bad = truncate(tmp_path / KITTI_DEPTH, 0.6)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as some libraries set it globally
+    with raises_naming(ValueError, bad):
+        READERS["kitti"](root=tmp_path, split="test")[0]
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the global setting is restored"
+
+
+def test_truncated_jpeg_names_file(tmp_path, rng):
+    write_megadepth(tmp_path, rng)
+    ds = READERS["megadepth"](root=tmp_path, split="train")
+    bad = truncate(ds.items[0][0], 0.6)
+    with raises_naming(ValueError, bad, "cannot read image"):
+        ds[0]
+
+
+def test_zero_byte_files_caught_before_training(tmp_path, rng):
+    write_kitti(tmp_path, rng)
+    (tmp_path / KITTI_DEPTH).write_bytes(b"")
+    ds = READERS["kitti"](root=tmp_path, split="test")
+    with raises_naming(ValueError, tmp_path / KITTI_DEPTH, "0 bytes"):
+        ds.check_files()
+    with raises_naming(ValueError, tmp_path / KITTI_DEPTH):  # and at read time
+        ds[0]
+    mega = tmp_path / "mega"
+    write_megadepth(mega, rng)
+    ds = READERS["megadepth"](root=mega, split="train")
+    ds.items[1][1].write_bytes(b"")
+    with raises_naming(ValueError, ds.items[1][1], "0 bytes"):
+        ds.check_files()
+    with raises_naming(ValueError, ds.items[1][1], "HDF5"):
+        ds[1]
+
+
+def test_kitti_8bit_depth_png_refused(tmp_path, rng):
+    write_kitti(tmp_path, rng, depth_bits=8)
+    ds = READERS["kitti"](root=tmp_path, split="test")
+    with raises_naming(ValueError, tmp_path / KITTI_DEPTH, "16-bit"):
+        ds[0]
+    # a 16-bit container holding 8-bit values: the devkit asserts max > 255
+    from depth_format_writers import save_png16
+
+    save_png16(tmp_path / KITTI_DEPTH, np.full((6, 8), 200, np.uint16))
+    with raises_naming(ValueError, tmp_path / KITTI_DEPTH, "255"):
+        ds[0]
+
+
+def test_tum_diml_8bit_depth_png_refused(tmp_path, rng):
+    from depth_format_writers import save_png8
+
+    write_tum(tmp_path, rng)
+    bad = tmp_path / "rgbd_dataset_freiburg2_xyz" / "depth" / "1.015000.png"
+    save_png8(bad, np.full((6, 8), 9, np.uint8))
+    with raises_naming(ValueError, bad, "16-bit"):
+        READERS["tum"](root=tmp_path, split="test")[0]
+    diml = tmp_path / "diml"
+    write_diml(diml, rng)
+    ds = READERS["diml"](root=diml, split="train")
+    save_png8(ds.items[0][1], np.full((6, 8), 9, np.uint8))
+    with raises_naming(ValueError, ds.items[0][1], "16-bit"):
+        ds[0]
+
+
+def test_redweb_16bit_map_refused(tmp_path, rng):
+    from depth_format_writers import save_png16
+
+    write_redweb(tmp_path, rng)
+    save_png16(tmp_path / "RDs" / "1000_2.png", np.full((6, 8), 300, np.uint16))
+    with raises_naming(ValueError, tmp_path / "RDs" / "1000_2.png", "8-bit"):
+        READERS["redweb"](root=tmp_path, split="train")[0]
+
+
+def test_nyu_truncated_and_missing_keys(tmp_path, rng):
+    import h5py
+
+    write_nyu(tmp_path, rng)
+    mat = tmp_path / "nyu_depth_v2_labeled.mat"
+    data = mat.read_bytes()
+    truncate(mat, 0.5)
+    with raises_naming(ValueError, mat, "HDF5"):
+        READERS["nyu"](root=tmp_path, split="train")
+    mat.write_bytes(data)
+    with h5py.File(mat, "a") as f:
+        del f["depths"]
+    with raises_naming(ValueError, mat, "'depths'", "rawDepths", "images"):
+        READERS["nyu"](root=tmp_path, split="train")
+    assert len(READERS["nyu"](root=tmp_path, split="train", raw=True)) == 2, "rawDepths is still there"
+
+    splits = tmp_path / "splits.mat"
+    good_splits = splits.read_bytes()
+    truncate(splits, 0.5)
+    with raises_naming(ValueError, splits, "cannot read MATLAB file"):
+        READERS["nyu"](root=tmp_path, split="train", raw=True)
+    splits.write_bytes(b"")  # read at index time, so not in check_files(): a 0-byte file names itself too
+    with raises_naming(ValueError, splits, "cannot read MATLAB file"):
+        READERS["nyu"](root=tmp_path, split="train", raw=True)
+    splits.write_bytes(good_splits)
+    import scipy.io
+
+    scipy.io.savemat(splits, {"testNdxs": np.array([[2]])})
+    with raises_naming(ValueError, splits, "'trainNdxs'", "testNdxs"):
+        READERS["nyu"](root=tmp_path, split="train", raw=True)
+
+
+def test_megadepth_truncated_h5_and_missing_key(tmp_path, rng):
+    import h5py
+
+    write_megadepth(tmp_path, rng)
+    ds = READERS["megadepth"](root=tmp_path, split="train")
+    bad = truncate(ds.items[0][1], 0.5)
+    with raises_naming(ValueError, bad, "cannot read HDF5 file"):
+        ds[0]
+    with h5py.File(ds.items[1][1], "w") as f:
+        f.create_dataset("targets", data=np.ones((6, 8), np.float32))
+    with raises_naming(ValueError, ds.items[1][1], "'depth'", "targets"):
+        ds[1]
+
+
+def test_megadepth_ordinal_maps_never_read_as_depth(tmp_path, rng):
+    import h5py
+
+    data = write_megadepth(tmp_path, rng, ordinal=("0001/dense1/456_def",))
+    ds = READERS["megadepth"](root=tmp_path, split="train")
+    assert all("semantic_map" not in str(p) for p in ds.files()), "segmentation maps are never listed"
+    assert all(p.parent.name == "depths" and p.suffixes == [".h5"] for p in ds.files() if p.suffix == ".h5")
+    ordinal = ds.items[1][1]
+    assert ordinal.name == "456_def.h5"
+    with raises_naming(ValueError, ordinal, "not a depth map", "negative"):
+        ds[1]
+    assert_close(ds[0]["depth"][0], data["0001/dense0/123_abc"][1], "the other depth maps read as before")
+    # an integer 'depth' (a label map) is not a depth map either
+    with h5py.File(ds.items[2][1], "w") as f:
+        f.create_dataset("depth", data=np.ones((6, 8), np.int32))
+    with raises_naming(ValueError, ds.items[2][1], "not a MegaDepth depth map"):
+        ds[2]
+    # a valid list (COTR's megadepth_valid_list.json format) leaves the ordinal image out
+    valid = tmp_path / "valid.json"
+    valid.write_text(json.dumps(["0001/dense0/imgs/123_abc.jpg", "0002/dense0/imgs/7_x.jpg"]))
+    kept = READERS["megadepth"](root=tmp_path, split="train", valid_list=valid)
+    assert [s["name"] for s in [kept[0]]] == ["megadepth/0001/dense0/123_abc"] and len(kept) == 2
+    valid.write_text(json.dumps(["0001/dense0/imgs/123_abc.jpg", "0001/dense0/imgs/nope.jpg"]))
+    base = tmp_path / "phoenix/S6/zl548/MegaDepth_v1"
+    with raises_naming(FileNotFoundError, base / "0001/dense0/imgs/nope.jpg", "1 of 2"):
+        READERS["megadepth"](root=tmp_path, split="train", valid_list=valid)
+
+
+def test_split_entries_that_do_not_exist_are_refused(tmp_path, rng):
+    write_megadepth(tmp_path, rng)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "val.txt").write_text("0002\n0009\n0010\n")
+    base = tmp_path / "phoenix/S6/zl548/MegaDepth_v1"
+    with raises_naming(FileNotFoundError, base / "0009", "2 of 3", "val.txt:2"):
+        READERS["megadepth"](root=tmp_path, split="val")
+    red = tmp_path / "redweb"
+    write_redweb(red, rng)
+    (red / "splits").mkdir()
+    (red / "splits" / "test.txt").write_text("1000_2\nmissing_1\n")
+    with raises_naming(FileNotFoundError, red / "Imgs" / "missing_1.jpg", "1 of 2", "test.txt:2"):
+        READERS["redweb"](root=red, split="test")
+    kitti = tmp_path / "kitti"
+    write_kitti(kitti, rng)
+    (kitti / KITTI_DEPTH).unlink()
+    with raises_naming(FileNotFoundError, kitti / KITTI_DEPTH, "1 of 2", "test.txt:1"):
+        READERS["kitti"](root=kitti, split="test")
+
+
+@pytest.mark.parametrize(
+    ("row", "what"),
+    [("3,5,2,>,8,6", "expected"), ("3,x,2,7,<,8,6", "integers"), ("3,5,2,7,<,8", "expected")],
+)
+def test_diw_bad_csv_row_names_file_and_line(tmp_path, rng, row, what):
+    write_diw(tmp_path, rng)
+    csv = tmp_path / "DIW_test.csv"
+    lines = csv.read_text().splitlines()
+    lines[3] = row  # the second sample's coordinate line
+    csv.write_text("\n\n".join(lines[:2]) + "\n" + "\n".join(lines[2:]) + "\n")  # a blank line before it
+    with raises_naming(ValueError, f"{csv}:5", what):
+        READERS["diw"](root=tmp_path, split="test")
+
+
+def test_eth3d_unknown_camera_id_names_lines(tmp_path, rng):
+    write_eth3d(tmp_path, rng)
+    calib = tmp_path / "courtyard" / "dslr_calibration_undistorted"
+    images = calib / "images.txt"
+    lines = images.read_text().splitlines()
+    lines[4] = lines[4].replace(" 1 dslr_images_undistorted/", " 7 dslr_images_undistorted/")
+    images.write_text("\n".join(lines) + "\n")
+    ds = READERS["eth3d"](root=tmp_path, split="test", undistorted=True)
+    assert "intrinsics" in ds[0]
+    with raises_naming(ValueError, f"{images}:5", str(calib / "cameras.txt"), "CAMERA_ID 7"):
+        ds[1]
+    cams = calib / "cameras.txt"
+    cams.write_text(cams.read_text().replace("1 PINHOLE", "1 PINHOLE x"))
+    ds = READERS["eth3d"](root=tmp_path, split="test", undistorted=True)
+    with raises_naming(ValueError, f"{cams}:4"):
+        ds[0]
+
+
+@pytest.mark.parametrize("which", ["rgb.txt", "depth.txt"])
+def test_tum_non_numeric_timestamp_names_file_and_line(tmp_path, rng, which):
+    write_tum(tmp_path, rng)
+    path = tmp_path / "rgbd_dataset_freiburg2_xyz" / which
+    lines = path.read_text().splitlines()
+    lines[4] = "2.0O0000 " + lines[4].split()[1]  # the letter O, line 5
+    path.write_text("\n".join(lines) + "\n")
+    with raises_naming(ValueError, f"{path}:5", "2.0O0000"):
+        READERS["tum"](root=tmp_path, split="test")

@@ -3,8 +3,8 @@
 Every reader turns its dataset's own files into the depth sample schema (`datamodules.schema`, assembled by
 `make_sample`): `image` (3, H, W) float32 in [0, 1], `depth` (1, H, W) float32, `valid` (1, H, W) bool,
 `depth_type`, optional `intrinsics` (3, 3) float32, optional `max_depth` float, `name` str.
-Errors name the file. The generic helpers (roots, splits, images, PNGs, JSON, split lists) live in
-`datamodules.files` and are re-exported here.
+Errors name the file. The generic helpers (roots, splits, images, PNGs, HDF5 / .mat files, JSON, split
+lists) live in `datamodules.files` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,11 +17,16 @@ import torch
 from datamodules.files import (
     IMAGE_SUFFIXES,
     check_split,
+    h5_dataset,
     load_png_uint,
     load_rgb,
+    open_h5,
     open_image,
     png_text,
+    read_h5_array,
     read_json,
+    read_mat,
+    read_numbered_lines,
     read_split_list,
     require_dir,
     require_file,
@@ -36,13 +41,18 @@ __all__ = [
     "border_mask",
     "check_same_size",
     "check_split",
+    "h5_dataset",
     "intrinsics_matrix",
     "load_png_uint",
     "load_rgb",
     "make_sample",
+    "open_h5",
     "open_image",
     "png_text",
+    "read_h5_array",
     "read_json",
+    "read_mat",
+    "read_numbered_lines",
     "read_split_list",
     "require_dir",
     "require_file",

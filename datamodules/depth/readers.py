@@ -11,18 +11,27 @@ DIW, MegaDepth, ReDWeb and the generic folder format. Layouts are documented in 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
-import scipy.io
 import torch
 
 from datamodules.depth.io import border_mask, intrinsics_matrix, make_sample
 from datamodules.depth.readers_base import _UNSET, DepthReader
-from datamodules.files import load_png_uint, load_rgb, read_split_list, require_file, rgb_from_array
+from datamodules.files import (
+    h5_dataset,
+    load_png_uint,
+    load_rgb,
+    open_h5,
+    read_mat,
+    read_numbered_lines,
+    require_file,
+    rgb_from_array,
+)
 from datamodules.registry import READERS
 
 # --------------------------------------------------------------------------------------------------- NYUv2
@@ -79,12 +88,11 @@ class NYUv2Reader(DepthReader):
         self.mat_path = require_file(self.root / "nyu_depth_v2_labeled.mat", self.LAYOUT)
         splits_path = require_file(self.root / "splits.mat", self.LAYOUT)
         key = self._SPLIT_KEYS[self.split]
-        splits = scipy.io.loadmat(str(splits_path))
-        if key not in splits:
-            raise ValueError(f"{splits_path}: has no variable {key!r} (found {sorted(splits)})")
+        splits = read_mat(splits_path, [key])
         index = np.asarray(splits[key]).reshape(-1).astype(np.int64) - 1  # 1-based MATLAB -> 0-based
-        with h5py.File(self.mat_path, "r") as f:
-            images, depths = f["images"], f["rawDepths" if self.raw else "depths"]
+        with open_h5(self.mat_path) as f:
+            images = h5_dataset(f, "images", self.mat_path)
+            depths = h5_dataset(f, "rawDepths" if self.raw else "depths", self.mat_path)
             if images.ndim != 4 or images.shape[1] != 3 or depths.ndim != 3:
                 raise ValueError(
                     f"{self.mat_path}: expected images (N, 3, W, H) and depths (N, W, H), "
@@ -105,7 +113,7 @@ class NYUv2Reader(DepthReader):
 
     def _file(self) -> h5py.File:
         if self._h5 is None:  # opened lazily, once per DataLoader worker
-            self._h5 = h5py.File(self.mat_path, "r")
+            self._h5 = open_h5(self.mat_path)
         return self._h5
 
     def __getstate__(self) -> dict[str, Any]:
@@ -115,11 +123,13 @@ class NYUv2Reader(DepthReader):
 
     def _load(self, idx: int) -> dict[str, Any]:
         f = self._file()
-        image = rgb_from_array(
-            np.asarray(f["images"][idx]).transpose(2, 1, 0), f"{self.mat_path}:images[{idx}]"
-        )
         key = "rawDepths" if self.raw else "depths"
-        depth = np.asarray(f[key][idx], dtype=np.float32).T  # (W, H) -> (H, W)
+        try:
+            rgb = np.asarray(h5_dataset(f, "images", self.mat_path)[idx])
+            depth = np.asarray(h5_dataset(f, key, self.mat_path)[idx], dtype=np.float32).T  # (W, H) -> (H, W)
+        except (OSError, RuntimeError) as err:  # HDF5 read errors inside a damaged file
+            raise ValueError(f"cannot read sample {idx} of HDF5 file {self.mat_path}: {err}") from err
+        image = rgb_from_array(rgb.transpose(2, 1, 0), f"{self.mat_path}:images[{idx}]")
         h, w = depth.shape
         return make_sample(
             image,
@@ -149,6 +159,19 @@ def parse_kitti_calib(path: Path) -> dict[str, np.ndarray]:
         except ValueError:
             continue  # e.g. calib_time: 09-Jan-2012 13:57:47
     return out
+
+
+def read_kitti_depth(path: Path) -> np.ndarray:
+    """A KITTI depth PNG as (H, W) float32 metres (uint16 / 256, 0 = no ground truth). Like the KITTI depth
+    devkit's `depth_read` ("make sure we have a proper 16bit depth map here.. not 8bit!", asserting a value
+    above 255), an 8-bit PNG or a 16-bit one whose values all fit in 8 bits raises ValueError naming it."""
+    raw = load_png_uint(path, bits=16)
+    if raw.max(initial=0) <= 255:
+        raise ValueError(
+            f"{path}: not a proper 16-bit KITTI depth map: its largest value is {raw.max(initial=0)} <= 255 "
+            "(the KITTI devkit refuses these as 8-bit data)"
+        )
+    return raw.astype(np.float32) / 256.0
 
 
 @READERS.register("kitti")
@@ -188,25 +211,34 @@ class KITTIReader(DepthReader):
         split_file = Path(self.split_file) if self.split_file else self.root / "splits" / f"{self.split}.txt"
         require_file(split_file, self.LAYOUT)
         ann = self.root / "data_depth_annotated"
-        items = []
-        for line in read_split_list(split_file):
+        items, missing = [], []
+        for lineno, line in read_numbered_lines(split_file):
             parts = line.split()
             if len(parts) < 2:
-                raise ValueError(f"{split_file}: expected '<rgb> <depth> [focal]' per line, got {line!r}")
+                raise ValueError(
+                    f"{split_file}:{lineno}: expected '<rgb> <depth> [focal]' per line, got {line!r}"
+                )
             rgb_rel, depth_rel = parts[0], parts[1]
             if depth_rel == "None":
                 continue
             candidates = [ann / "train" / depth_rel, ann / "val" / depth_rel, ann / depth_rel]
             depth_path = next((p for p in candidates if p.is_file()), None)
             if depth_path is None:
-                raise FileNotFoundError(
-                    f"kitti: depth map {depth_rel} (listed in {split_file}) not found; looked in "
-                    + ", ".join(str(p) for p in candidates)
-                )
+                missing.append((lineno, depth_rel, candidates))
+                continue
             cam = re.search(r"image_0([0-3])", rgb_rel)
             if cam is None:
-                raise ValueError(f"{split_file}: cannot tell the camera (image_02/image_03) from {rgb_rel!r}")
+                raise ValueError(
+                    f"{split_file}:{lineno}: cannot tell the camera (image_02/image_03) from {rgb_rel!r}"
+                )
             items.append((self.root / "raw" / rgb_rel, depth_path, cam.group(1)))
+        if missing:
+            lineno, depth_rel, candidates = missing[0]
+            raise FileNotFoundError(
+                f"kitti: {len(missing)} of {len(items) + len(missing)} depth maps listed in {split_file} are "
+                f"missing, the first: {depth_rel} ({split_file}:{lineno}); looked in "
+                + ", ".join(str(p) for p in candidates)
+            )
         return items
 
     def _files(self, item: tuple[Path, Path, str]) -> list[Path]:
@@ -228,7 +260,7 @@ class KITTIReader(DepthReader):
     def _load(self, item: tuple[Path, Path, str]) -> dict[str, Any]:
         rgb_path, depth_path, cam = item
         image = load_rgb(rgb_path)
-        depth = load_png_uint(depth_path).astype(np.float32) / 256.0
+        depth = read_kitti_depth(depth_path)
         rel = rgb_path.relative_to(self.root / "raw")
         return make_sample(
             image,
@@ -255,13 +287,21 @@ TUM_DEPTH_FACTOR = 5000.0  # "depth images are scaled by a factor of 5000" (same
 
 
 def read_tum_list(path: Path) -> list[tuple[float, str]]:
-    """`timestamp filename` lines of a TUM rgb.txt / depth.txt (lines starting with # are comments)."""
+    """`timestamp filename` lines of a TUM rgb.txt / depth.txt (lines starting with # are comments).
+    A line without two fields or with a timestamp that is not a finite number raises ValueError naming
+    `file:line`."""
     out = []
-    for line in read_split_list(path):
+    for lineno, line in read_numbered_lines(path):
         parts = line.split()
         if len(parts) < 2:
-            raise ValueError(f"{path}: expected 'timestamp filename' per line, got {line!r}")
-        out.append((float(parts[0]), parts[1]))
+            raise ValueError(f"{path}:{lineno}: expected 'timestamp filename', got {line!r}")
+        try:
+            t = float(parts[0])
+        except ValueError:
+            t = math.nan
+        if not math.isfinite(t):
+            raise ValueError(f"{path}:{lineno}: timestamp {parts[0]!r} is not a number (line {line!r})")
+        out.append((t, parts[1]))
     return out
 
 
@@ -336,7 +376,7 @@ class TUMReader(DepthReader):
     def _load(self, item: tuple[Path, Path, str]) -> dict[str, Any]:
         rgb_path, depth_path, cam = item
         image = load_rgb(rgb_path)
-        depth = load_png_uint(depth_path).astype(np.float32) / TUM_DEPTH_FACTOR
+        depth = load_png_uint(depth_path, bits=16).astype(np.float32) / TUM_DEPTH_FACTOR
         return make_sample(
             image,
             depth,
@@ -454,23 +494,37 @@ class SintelReader(DepthReader):
 
 
 def read_colmap_cameras(path: Path) -> dict[int, tuple[str, int, int, list[float]]]:
-    """COLMAP cameras.txt (`CAMERA_ID MODEL WIDTH HEIGHT PARAMS...`) -> {id: (model, W, H, params)}."""
+    """COLMAP cameras.txt (`CAMERA_ID MODEL WIDTH HEIGHT PARAMS...`) -> {id: (model, W, H, params)}.
+    A line that does not parse raises ValueError naming `file:line`."""
     cams = {}
-    for line in read_split_list(path):
+    for lineno, line in read_numbered_lines(path):
         parts = line.split()
-        cams[int(parts[0])] = (parts[1], int(parts[2]), int(parts[3]), [float(v) for v in parts[4:]])
+        try:
+            cams[int(parts[0])] = (parts[1], int(parts[2]), int(parts[3]), [float(v) for v in parts[4:]])
+        except (ValueError, IndexError):
+            raise ValueError(
+                f"{path}:{lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...', got {line!r}"
+            ) from None
     return cams
 
 
-def read_colmap_image_cameras(path: Path) -> dict[str, int]:
-    """COLMAP images.txt -> {image basename: CAMERA_ID}. Each image has two lines (the second, its 2D points,
-    may be empty): `IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME`."""
-    lines = [ln for ln in require_file(path).read_text().splitlines() if not ln.startswith("#")]
+def read_colmap_image_cameras(path: Path) -> dict[str, tuple[int, int]]:
+    """COLMAP images.txt -> {image basename: (CAMERA_ID, 1-based line number)}. Each image has two lines (the
+    second, its 2D points, may be empty): `IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME`. A first line whose
+    CAMERA_ID is not an integer raises ValueError naming `file:line`."""
+    lines = [
+        (i, ln)
+        for i, ln in enumerate(require_file(path).read_text().splitlines(), 1)
+        if not ln.startswith("#")
+    ]
     out = {}
-    for line in lines[0::2]:
+    for lineno, line in lines[0::2]:
         parts = line.split()
         if len(parts) >= 10:
-            out[Path(parts[9]).name] = int(parts[8])
+            try:
+                out[Path(parts[9]).name] = (int(parts[8]), lineno)
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: CAMERA_ID {parts[8]!r} is not an integer") from None
     return out
 
 
@@ -551,7 +605,13 @@ class ETH3DReader(DepthReader):
         cams, image_cams = self._calib[calib_dir]
         if name not in image_cams:
             return None
-        model, _, _, params = cams[image_cams[name]]
+        cam_id, lineno = image_cams[name]
+        if cam_id not in cams:
+            raise ValueError(
+                f"{calib_dir / 'images.txt'}:{lineno}: image {name} uses CAMERA_ID {cam_id}, which "
+                f"{calib_dir / 'cameras.txt'} does not define (it defines {sorted(cams)})"
+            )
+        model, _, _, params = cams[cam_id]
         return colmap_pinhole(model, params)
 
     def _load(self, item: tuple[Path, Path, Path]) -> dict[str, Any]:
@@ -632,7 +692,7 @@ class DIMLReader(DepthReader):
     def _load(self, item: tuple[Path, Path]) -> dict[str, Any]:
         img_path, depth_path = item
         image = load_rgb(img_path)
-        depth = load_png_uint(depth_path).astype(np.float32) / 1000.0
+        depth = load_png_uint(depth_path, bits=16).astype(np.float32) / 1000.0
         return make_sample(
             image,
             depth,

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
 from datamodules.depth.io import intrinsics_matrix, make_sample
-from datamodules.depth.readers_base import DepthReader
+from datamodules.depth.readers_base import _UNSET, DepthReader
 from datamodules.files import (
     IMAGE_SUFFIXES,
+    h5_dataset,
     load_png_uint,
     load_rgb,
+    open_h5,
     png_text,
     read_json,
-    read_split_list,
+    read_numbered_lines,
     require_dir,
     require_file,
 )
@@ -39,20 +41,31 @@ def parse_diw_csv(path: Path) -> list[tuple[str, list[str]]]:
 
     Column order from the official code of Chen et al. 2016 (`DataLoader_DIW` of relative_depth, also in its
     PyTorch port): columns 0-3 are y_A, x_A, y_B, x_B minus 1, column 4 the relation, 5 / 6 the original
-    width / height. Returns [(image path string, coordinate fields)]."""
-    lines = [ln.strip() for ln in require_file(path).read_text().splitlines() if ln.strip()]
+    width / height. Returns [(image path string, coordinate fields)]. A coordinate line with too few fields,
+    a non-numeric coordinate / size or an unknown relation raises ValueError naming `file:line`."""
+    lines = [
+        (i, ln.strip()) for i, ln in enumerate(require_file(path).read_text().splitlines(), 1) if ln.strip()
+    ]
     if len(lines) % 2:
         raise ValueError(
-            f"{path}: expected pairs of lines (image path, then yA,xA,yB,xB,rel,...), got {len(lines)}"
+            f"{path}: expected pairs of lines (image path, then yA,xA,yB,xB,rel,...), got {len(lines)} "
+            f"non-empty lines (the last: {path}:{lines[-1][0]})"
         )
     out = []
     for k in range(0, len(lines), 2):
-        image = lines[k].split(",")[0].strip()
-        fields = [f.strip() for f in lines[k + 1].split(",")]
-        if len(fields) < 5 or fields[4] not in (">", "<"):
-            raise ValueError(
-                f"{path}: line {k + 2}: expected 'yA,xA,yB,xB,>|<[,width,height]', got {lines[k + 1]!r}"
-            )
+        image = lines[k][1].split(",")[0].strip()
+        lineno, line = lines[k + 1]
+        fields = [f.strip() for f in line.split(",")]
+        where = f"{path}:{lineno}"
+        if len(fields) < 5 or len(fields) == 6 or fields[4] not in (">", "<"):
+            raise ValueError(f"{where}: expected 'yA,xA,yB,xB,>|<[,width,height]', got {line!r}")
+        numeric = fields[:4] + fields[5:7]
+        try:
+            values = [float(v) for v in numeric]
+        except ValueError:
+            values = [math.nan]
+        if not all(math.isfinite(v) and v == int(v) for v in values):
+            raise ValueError(f"{where}: coordinates and sizes must be integers, got {line!r}")
         out.append((image, fields))
     return out
 
@@ -142,12 +155,33 @@ class DIWReader(DepthReader):
 # ------------------------------------------------------------------------------------- split files (shared)
 
 
-def names_for_split(root: Path, split: str, all_names: list[str], layout: str, what: str) -> list[str]:
+def names_for_split(
+    root: Path,
+    split: str,
+    all_names: list[str],
+    layout: str,
+    what: str,
+    path_of: Callable[[str], Path] | None = None,
+) -> list[str]:
     """Datasets without an official split: `<root>/splits/<split>.txt` lists the `what`s to use; without it,
-    "train" uses everything and other splits raise FileNotFoundError naming the file to create."""
+    "train" uses everything and other splits raise FileNotFoundError naming the file to create.
+
+    A split file that lists a `what` which is not in the dataset raises FileNotFoundError naming the split
+    file, the first such entry (as the path `path_of(name)` where given) and how many there are: a split is
+    never silently shortened."""
     split_file = root / "splits" / f"{split}.txt"
     if split_file.is_file():
-        wanted = set(read_split_list(split_file))
+        listed = read_numbered_lines(split_file)
+        present = set(all_names)
+        missing = [(lineno, name) for lineno, name in listed if name not in present]
+        if missing:
+            lineno, name = missing[0]
+            first = f"{path_of(name)} ({what} {name!r}, {split_file}:{lineno})" if path_of else repr(name)
+            raise FileNotFoundError(
+                f"{split_file}: {len(missing)} of {len(listed)} listed {what}s are not in the dataset, "
+                f"the first: {first}\nexpected layout:\n{layout}"
+            )
+        wanted = {name for _, name in listed}
         return [n for n in all_names if n in wanted]
     if split == "train":
         return all_names
@@ -160,10 +194,56 @@ def names_for_split(root: Path, split: str, all_names: list[str], layout: str, w
 # ------------------------------------------------------------------------------------------------ MegaDepth
 
 
+def read_megadepth_depth(path: Path) -> np.ndarray:
+    """The dataset "depth" of a MegaDepth `depths/<name>.h5` as (H, W) float32 (0 = no depth).
+
+    MegaDepth v1 stores its ordinal depth maps (from semantic segmentation: -1 marks the ordering mask) under
+    the same file names, in the same `depths/` folders and under the same key "depth" as its SfM/MVS depth
+    maps; they differ only in their values (MegaDepth issue #1; COTR and others filter them by a negative
+    minimum). A file with any negative value, or a "depth" that is not a 2-D float array, is not a depth map:
+    ValueError naming it. Unreadable files and a missing key also raise naming the file."""
+    with open_h5(path) as f:
+        ds = h5_dataset(f, "depth", path)
+        if ds.ndim != 2 or not np.issubdtype(ds.dtype, np.floating):
+            raise ValueError(
+                f"{path}: not a MegaDepth depth map: 'depth' is {ds.dtype} of shape {ds.shape}, expected a "
+                "2-D float array"
+            )
+        try:
+            depth = np.asarray(ds[()], dtype=np.float32)
+        except (OSError, RuntimeError) as err:
+            raise ValueError(f"cannot read dataset 'depth' of HDF5 file {path}: {err}") from err
+    negative = int((depth < 0).sum())
+    if negative:
+        raise ValueError(
+            f"{path}: not a depth map: {negative} negative values (min {float(depth.min()):g}). MegaDepth "
+            "stores ordinal (semantic) depth maps under the same names and key as depth maps; leave this "
+            "image out with valid_list= (see docs/depth_datasets.md)"
+        )
+    return depth
+
+
+def _read_path_list(path: Path) -> list[tuple[int, str]]:
+    """(line or position, entry) of a JSON list of strings or a text file of one entry per line."""
+    if path.suffix == ".json":
+        entries = read_json(path)
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ValueError(f"{path}: expected a JSON list of image paths")
+        return list(enumerate(entries, 1))
+    return read_numbered_lines(path)
+
+
 @READERS.register("megadepth")
 class MegaDepthReader(DepthReader):
     """MegaDepth v1 (Li & Snavely, CVPR 2018): SfM/MVS depth, up to scale ("uts"), in `.h5` files with the
-    dataset key "depth" (float32, 0 = no depth). Ordinal masks are not read."""
+    dataset key "depth" (float32, 0 = no depth).
+
+    Only `<scene>/dense<k>/depths/<image stem>.h5` files are read (never the `semantic_map/` tree, whose
+    `<name>.jpg.h5` files hold segmentations). MegaDepth also ships ordinal depth maps with the same names
+    in `depths/`: reading one raises ValueError naming it (see `read_megadepth_depth`); `valid_list` (a
+    JSON list, e.g. COTR's `megadepth_valid_list.json`, or a text file: image paths relative to
+    MegaDepth_v1, `<scene>/dense<k>/imgs/<name>.jpg`) keeps only the listed images of the split's scenes.
+    """
 
     NAME = "megadepth"
     LAYOUT = (
@@ -173,16 +253,40 @@ class MegaDepthReader(DepthReader):
         "  splits/{train,val,test}.txt           (optional: scene ids; without it 'train' = all scenes)"
     )
 
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        valid_list: str | Path | None = None,
+        max_depth: float | None = _UNSET,
+    ):
+        self.valid_list = None if valid_list is None else Path(valid_list)
+        super().__init__(root, split, max_depth)
+
     def _index(self) -> list[tuple[Path, Path]]:
         nested = self.root / "phoenix" / "S6" / "zl548" / "MegaDepth_v1"
         base = nested if nested.is_dir() else self.root
         scenes = sorted(p.name for p in base.iterdir() if p.is_dir() and any(p.glob("dense*/imgs")))
-        scenes = names_for_split(self.root, self.split, scenes, self.LAYOUT, "scene id")
+        scenes = names_for_split(self.root, self.split, scenes, self.LAYOUT, "scene id", lambda n: base / n)
         items = []
         for scene in scenes:
             for img in sorted((base / scene).glob("dense*/imgs/*")):
                 if img.suffix in IMAGE_SUFFIXES:
                     items.append((img, img.parent.parent / "depths" / f"{img.stem}.h5"))
+        if self.valid_list is not None:
+            listed = _read_path_list(require_file(self.valid_list))
+            chosen = set(scenes)
+            have = {img.relative_to(base).as_posix() for img, _ in items}
+            mine = [(pos, e.strip().lstrip("./")) for pos, e in listed if e.strip().split("/")[0] in chosen]
+            missing = [(pos, e) for pos, e in mine if e not in have]
+            if missing:
+                pos, e = missing[0]
+                raise FileNotFoundError(
+                    f"{self.valid_list}: {len(missing)} of {len(mine)} listed images of the split's scenes "
+                    f"are not in the dataset, the first: {base / e} (entry {pos})"
+                )
+            keep = {e for _, e in mine}
+            items = [it for it in items if it[0].relative_to(base).as_posix() in keep]
         return items
 
     def _files(self, item: tuple[Path, Path]) -> list[Path]:
@@ -191,10 +295,7 @@ class MegaDepthReader(DepthReader):
     def _load(self, item: tuple[Path, Path]) -> dict[str, Any]:
         img_path, depth_path = item
         image = load_rgb(img_path)
-        with h5py.File(require_file(depth_path), "r") as f:
-            if "depth" not in f:
-                raise ValueError(f"{depth_path}: no dataset 'depth' (found {sorted(f)})")
-            depth = np.asarray(f["depth"], dtype=np.float32)
+        depth = read_megadepth_depth(depth_path)
         return make_sample(
             image,
             depth,
@@ -229,13 +330,14 @@ class ReDWebReader(DepthReader):
     def _index(self) -> list[tuple[Path, Path]]:
         imgs = require_dir(self.root / "Imgs", self.LAYOUT)
         require_dir(self.root / "RDs", self.LAYOUT)
-        names = sorted(p.stem for p in imgs.iterdir() if p.suffix in IMAGE_SUFFIXES)
-        names = names_for_split(self.root, self.split, names, self.LAYOUT, "image name")
-        items = []
-        for name in names:
-            img = next(p for p in imgs.iterdir() if p.stem == name and p.suffix in IMAGE_SUFFIXES)
-            items.append((img, self.root / "RDs" / f"{name}.png"))
-        return items
+        by_name: dict[str, Path] = {}
+        for p in sorted(imgs.iterdir()):
+            if p.suffix in IMAGE_SUFFIXES:
+                by_name.setdefault(p.stem, p)
+        names = names_for_split(
+            self.root, self.split, sorted(by_name), self.LAYOUT, "image name", lambda n: imgs / f"{n}.jpg"
+        )
+        return [(by_name[name], self.root / "RDs" / f"{name}.png") for name in names]
 
     def _files(self, item: tuple[Path, Path]) -> list[Path]:
         return list(item)
@@ -243,7 +345,7 @@ class ReDWebReader(DepthReader):
     def _load(self, item: tuple[Path, Path]) -> dict[str, Any]:
         img_path, rd_path = item
         image = load_rgb(img_path)
-        rd = load_png_uint(rd_path)
+        rd = load_png_uint(rd_path, bits=8)
         if rd.max(initial=0) > 255:
             raise ValueError(
                 f"{rd_path}: expected an 8-bit relative depth map, found values up to {rd.max()}"
