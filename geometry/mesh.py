@@ -14,6 +14,7 @@ Laplacians as `ops/laplacian_matrices.py`.
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import torch
@@ -338,42 +339,78 @@ def sample_points_from_meshes(
     faces: Tensor,
     num_samples: int = 10000,
     return_normals: bool = False,
+    return_textures: bool = False,
     generator: torch.Generator | None = None,
-) -> Tensor | tuple[Tensor, Tensor]:
+    textures: Tensor | None = None,
+) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Uniform samples on the surface, as PyTorch3D `ops/sample_points_from_meshes.py`.
 
     verts (B, V, 3) or (V, 3), faces (F, 3) or (B, F, 3) (-1 rows = padding) -> points (B, P, 3) with
-    P = num_samples, and with return_normals the unit normals (B, P, 3) of the sampled faces. Faces are drawn
-    with probability proportional to area, barycentrics (1 - sqrt(u), sqrt(u)(1 - v), sqrt(u) v) with u, v
-    uniform (Osada et al. 2002, "Shape distributions", eq. 1). Points are differentiable w.r.t. verts.
+    P = num_samples; with return_normals also the unit normals (B, P, 3) of the sampled faces, and with
+    return_textures the features (B, P, C) of `textures` (B, V, C) or (V, C), per-vertex features
+    interpolated with the samples' barycentrics (what PyTorch3D's `TexturesVertex` gives); returned in
+    PyTorch3D's order (points[, normals][, textures]). Faces are drawn with probability proportional to area,
+    barycentrics (1 - sqrt(u), sqrt(u)(1 - v), sqrt(u) v) with u, v uniform (Osada et al. 2002, "Shape
+    distributions", eq. 1). Points (and textures) are differentiable w.r.t. verts (and textures).
+
+    Empty meshes, as PyTorch3D: a mesh of the batch without faces (all its face rows -1 padding, or F = 0)
+    gets zeros in every output, and the random draws are made for the other meshes only (PyTorch3D draws
+    for its `meshes.valid`); a batch where no mesh has a face raises ValueError("Meshes are empty.").
+    Deliberate difference: a mesh that has faces but zero total area is sampled as empty (zeros), where
+    PyTorch3D's `multinomial` over all-zero areas raises a RuntimeError.
     """
     v = _check_verts(verts)
     f = _check_faces(faces, v.shape[0])
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    B, V, _ = v.shape
+    tex = None
+    if return_textures:
+        if textures is None:
+            raise ValueError("Meshes do not contain textures.")  # PyTorch3D's message
+        tex = textures[None] if textures.dim() == 2 else textures
+        if tex.dim() != 3 or tex.shape[1] != V or tex.shape[0] not in (1, B):
+            raise ValueError(
+                f"textures must have shape (V, C) or (B, V, C) with V={V}, got {tuple(textures.shape)}"
+            )
+        tex = tex.expand(B, -1, -1)
+    if not bool((f >= 0).all(-1).any()):
+        raise ValueError("Meshes are empty.")  # PyTorch3D's message (meshes.isempty())
     if not torch.isfinite(v).all():
         raise ValueError("verts contain nan or inf")
-    B = v.shape[0]
     cross = _face_cross(v, f)  # (B, F, 3)
     with torch.no_grad():
-        areas = cross.norm(dim=-1)  # (B, F), proportional to area
-        if bool((areas.sum(-1) <= 0).any()):
-            raise ValueError("every mesh needs at least one face of positive area to sample from")
+        areas = cross.norm(dim=-1)  # (B, F), proportional to area; 0 for padded faces
+        ok = areas.sum(-1) > 0  # (B,) meshes to sample from
+        ok_idx = ok.nonzero()[:, 0]
+        n_ok = int(ok_idx.shape[0])
         # draw on the generator's device (a CPU generator may drive CUDA verts), then move to the verts'
         gdev = v.device if generator is None else generator.device
-        face_idx = torch.multinomial(areas.to(gdev), num_samples, replacement=True, generator=generator)
-        uv = torch.rand(2, B, num_samples, dtype=v.dtype, device=gdev, generator=generator)
-        face_idx, uv = face_idx.to(v.device), uv.to(v.device)  # (B, P), (2, B, P)
+        face_idx = v.new_zeros(B, num_samples, dtype=torch.int64)
+        uv = v.new_zeros(2, B, num_samples)
+        if n_ok:
+            drawn = torch.multinomial(areas[ok].to(gdev), num_samples, replacement=True, generator=generator)
+            face_idx[ok_idx] = drawn.to(v.device)
+            uv[:, ok_idx] = torch.rand(
+                2, n_ok, num_samples, dtype=v.dtype, device=gdev, generator=generator
+            ).to(v.device)
     u_sqrt = uv[0].sqrt()
     w = torch.stack([1.0 - u_sqrt, u_sqrt * (1.0 - uv[1]), u_sqrt * uv[1]], dim=-1)  # (B, P, 3)
     bidx = torch.arange(B, device=v.device)[:, None]
-    corners = face_verts(v, f[bidx, face_idx])  # (B, P, 3, 3)
-    points = (w[..., None] * corners).sum(-2)
-    if not return_normals:
-        return points
-    n = cross[bidx, face_idx]
-    n = n / n.norm(dim=-1, keepdim=True).clamp(min=torch.finfo(v.dtype).eps)
-    return points, n
+    keep = ok[:, None, None]  # (B, 1, 1)
+    sampled_faces = f[bidx, face_idx]  # (B, P, 3)
+    corners = face_verts(v, sampled_faces)  # (B, P, 3, 3)
+    points = torch.where(keep, (w[..., None] * corners).sum(-2), 0.0)
+    out = [points]
+    if return_normals:
+        n = cross[bidx, face_idx]
+        # clamp as PyTorch3D: sys.float_info.epsilon (the float64 machine epsilon), whatever the dtype
+        n = n / n.norm(dim=-1, keepdim=True).clamp(min=sys.float_info.epsilon)
+        out.append(torch.where(keep, n, 0.0))
+    if tex is not None:
+        tex_corners = face_verts(tex, sampled_faces)  # (B, P, 3, C)
+        out.append(torch.where(keep, (w[..., None] * tex_corners).sum(-2), 0.0))
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 # ----------------------------------------------------------------------------------------------- Laplacians

@@ -7,6 +7,12 @@ Inputs are padded batches: verts (B, V, 3) (or (V, 3) for one mesh), faces (F, 3
 Batch reduction (as PyTorch3D `loss/mesh_laplacian_smoothing.py`, `mesh_edge_loss.py`,
 `mesh_normal_consistency.py`, facebookresearch/pytorch3d): each mesh's loss is the mean over its own
 vertices / edges / face pairs, and the result is the mean over the B meshes, a scalar.
+
+Empty batches (as PyTorch3D's `if meshes.isempty()` branch of the same three files): when no mesh of the
+batch has a face (every face row is -1 padding, or F = 0, or B = 0) the result is PyTorch3D's `tensor([0.0])`,
+shape (1,), requiring grad. Here it is `0 * verts.sum()` when verts require grad, so backward reaches verts
+(with zero gradient) instead of stopping at a new leaf; its dtype is the verts' (PyTorch3D's is float32).
+A batch where only some meshes are empty keeps the scalar: those meshes count as 0 in the mean over B.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ class ArapResult(NamedTuple):
 
     energy: Tensor
     rotations: Tensor
+
+
+def _empty_batch_loss(p: PackedMeshes) -> Tensor | None:
+    """PyTorch3D's result for `meshes.isempty()` (no mesh has a face), else None."""
+    if p.faces.shape[0] > 0:
+        return None
+    if p.verts.requires_grad:
+        return (p.verts.sum() * 0.0).reshape(1)
+    return torch.zeros(1, dtype=p.verts.dtype, device=p.verts.device, requires_grad=True)
 
 
 def _sparse_mm(L: Tensor, x: Tensor) -> Tensor:
@@ -80,6 +95,9 @@ def mesh_laplacian_smoothing(
     if method not in LAPLACIAN_METHODS:
         raise ValueError(f"method must be one of {LAPLACIAN_METHODS}, got {method!r}")
     p = pack_meshes(verts, faces, verts_lengths)
+    empty = _empty_batch_loss(p)
+    if empty is not None:
+        return empty
     per_vert = _packed_laplacian_rows(p, method).norm(dim=1)  # (B*V,)
     per_vert = torch.where(p.vert_mask, per_vert, torch.zeros_like(per_vert))
     per_mesh = per_vert.reshape(p.num_meshes, p.max_verts).sum(1) / p.verts_per_mesh.clamp(min=1)
@@ -92,8 +110,13 @@ def mesh_edge_loss(
     """Edge length loss, as PyTorch3D `mesh_edge_loss` (a scalar): mean over each mesh's unique edges of
     (|v_a - v_b| - target_length)^2, then mean over meshes.
     verts (B, V, 3) or (V, 3); faces (F, 3) or (B, F, 3); verts_lengths (B,) or None.
+    Meshes without faces have no edges and add 0 to the sum over meshes, still divided by B (PyTorch3D
+    `loss.sum() / N`); a batch where no mesh has a face gives `tensor([0.0])` of shape (1,) (module docstring).
     """
     p = pack_meshes(verts, faces, verts_lengths)
+    empty = _empty_batch_loss(p)
+    if empty is not None:
+        return empty
     edges = edge_topology(p.faces, p.verts.shape[0]).edges  # (E, 2) packed
     mesh = edges[:, 0] // p.max_verts
     d = (p.verts[edges[:, 0]] - p.verts[edges[:, 1]]).norm(dim=1)
@@ -112,6 +135,9 @@ def mesh_normal_consistency(verts: Tensor, faces: Tensor, verts_lengths: Tensor 
     verts (B, V, 3) or (V, 3); faces (F, 3) or (B, F, 3); verts_lengths (B,) or None.
     """
     p = pack_meshes(verts, faces, verts_lengths)
+    empty = _empty_batch_loss(p)
+    if empty is not None:
+        return empty
     x = p.verts
     with torch.no_grad():
         edges, f2e = edge_topology(p.faces, x.shape[0])

@@ -263,6 +263,12 @@ def _chamfer_single_direction(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x -> y term: per-point (N, P1) or point-reduced (N,) distances and normal terms."""
     N, P1, _ = x.shape
+    if weights is not None and bool(weights.sum() == 0.0):
+        # PyTorch3D loss/chamfer.py `_chamfer_distance_single_direction`: with all-zero weights both terms
+        # are `(x.sum((1, 2)) * weights.view(N, 1)) * 0.0`, an (N, N) broadcast of zeros kept in x's graph,
+        # and the normals term is that tensor too, even when no normals are given.
+        zeros = (x.sum((1, 2)) * weights.view(N, 1)) * 0.0
+        return zeros, (x.sum((1, 2)) * weights.view(N, 1)) * 0.0
     x_valid = _valid_mask(x_lengths, P1)  # (N, P1)
     x_nn = knn_points(x, y, x_lengths, y_lengths, norm=norm, K=1, backend=backend)
     cham_x = torch.where(x_valid, x_nn.dists[..., 0], 0.0)  # (N, P1)
@@ -327,8 +333,16 @@ def chamfer_distance(
         backend: knn backend, see `knn_points`.
     Returns:
         (loss, loss_normals): reduced tensors (or per-point tuples as described); loss_normals is None
-        without normals. Where PyTorch3D returns odd broadcast shapes for all-zero weights, this returns
-        zeros of the documented shape.
+        without normals.
+
+    All-zero weights (weights.sum() == 0), exactly as PyTorch3D `loss/chamfer.py`: each direction's term
+    and its normals term become `(x.sum((1, 2)) * weights.view(N, 1)) * 0.0`, zeros of shape (N, N) (a
+    broadcast) that keep the graph of x (and of y for the y -> x direction), so gradients are zeros. Then
+    loss_normals is **not None even without normals** (except for point_reduction "max" in both directions,
+    where it is None):
+    point_reduction "mean"/"sum" with batch_reduction None give loss and loss_normals (N, N); None gives the
+    tuples ((N, N), (N, N)) (one (N, N) when single_directional); batch_reduction "sum"/"mean" (divided by 1)
+    give 0-d zeros for both.
     """
     _check_pair("x", x, "y", y)
     if batch_reduction not in (None, "mean", "sum"):

@@ -7,9 +7,12 @@ Conventions (as `pytorch3d.transforms`):
 * Quaternions are `(..., 4)` with the **real part first**, `(w, x, y, z)`.
 * Leading dimensions `...` are arbitrary unless a docstring says `(N, ...)`.
 
-Every function is differentiable. `matrix_to_axis_angle` goes through a quaternion whose largest component is
-recovered first (Shepperd's method, "Quaternion from rotation matrix", J. Guidance and Control 1978), which
-keeps values and gradients finite at angle 0 and near pi.
+Every function is differentiable, and every public function compiles with `torch.jit.script` (as PyTorch3D's,
+see its tests/test_rotation_conversions.py and tests/test_so3.py `test_scriptable`); so the code here keeps to
+the TorchScript subset (list[int] shapes, no nested functions, eager-only checks under `is_scripting`).
+`matrix_to_axis_angle` goes through a quaternion whose largest component is recovered first (Shepperd's
+method, "Quaternion from rotation matrix", J. Guidance and Control 1978), which keeps values and gradients
+finite at angle 0 and near pi.
 """
 
 from __future__ import annotations
@@ -37,17 +40,24 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _check_last(x: torch.Tensor, name: str, dims: tuple[int, ...], expected: str) -> None:
-    if not torch.is_tensor(x):
-        raise ValueError(f"Expected {name} to be a tensor of shape {expected}, got {type(x).__name__}")
-    if x.dim() < len(dims) or tuple(x.shape[-len(dims) :]) != dims:
-        raise ValueError(f"Expected {name} to be of shape {expected}, got {tuple(x.shape)}")
+def _check_last(x: torch.Tensor, name: str, dims: list[int], expected: str) -> None:
+    if not torch.jit.is_scripting():
+        if not torch.is_tensor(x):
+            raise ValueError(f"Expected {name} to be a tensor of shape {expected}, got {type(x).__name__}")
+    n = len(dims)
+    if x.dim() < n or list(x.shape[x.dim() - n :]) != dims:
+        raise ValueError(f"Expected {name} to be of shape {expected}, got {_shape_str(x)}")
 
 
-def _check_batch(x: torch.Tensor, name: str, dims: tuple[int, ...], expected: str) -> None:
+def _check_batch(x: torch.Tensor, name: str, dims: list[int], expected: str) -> None:
     _check_last(x, name, dims, expected)
     if x.dim() != len(dims) + 1:
-        raise ValueError(f"Expected {name} to be of shape {expected}, got {tuple(x.shape)}")
+        raise ValueError(f"Expected {name} to be of shape {expected}, got {_shape_str(x)}")
+
+
+def _shape_str(x: torch.Tensor) -> str:
+    """ "(2, 3)" in eager mode and in TorchScript alike."""
+    return "(" + ", ".join([str(d) for d in x.shape]) + ("," if x.dim() == 1 else "") + ")"
 
 
 def _sinc(x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +74,7 @@ def standardize_quaternion(quaternions: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 4)
     """
-    _check_last(quaternions, "quaternions", (4,), "(..., 4)")
+    _check_last(quaternions, "quaternions", [4], "(..., 4)")
     return torch.where(quaternions[..., :1] < 0, -quaternions, quaternions)
 
 
@@ -76,7 +86,7 @@ def quaternion_to_matrix(quaternions: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 3, 3) rotation matrices (column-vector convention).
     """
-    _check_last(quaternions, "quaternions", (4,), "(..., 4)")
+    _check_last(quaternions, "quaternions", [4], "(..., 4)")
     w, x, y, z = quaternions.unbind(-1)
     s = 2.0 / (quaternions * quaternions).sum(-1)  # (...)
     rows = (
@@ -113,7 +123,7 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 4) quaternions (w, x, y, z) with w >= 0.
     """
-    _check_last(matrix, "matrix", (3, 3), "(..., 3, 3)")
+    _check_last(matrix, "matrix", [3, 3], "(..., 3, 3)")
     m = matrix.reshape(matrix.shape[:-2] + (9,))
     m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
     # r_k = 2 |q_k| for k = w, x, y, z (from 1 + trace = 4 w^2, etc.)
@@ -141,7 +151,7 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     # divide row k by 4 q_k = 2 r_k (floored so that the unselected rows stay finite)
     cand = cand / (2.0 * r.clamp(min=0.1))[..., None]
     best = r.argmax(dim=-1, keepdim=True)  # (..., 1)
-    idx = best[..., None].expand(best.shape + (4,))  # (..., 1, 4)
+    idx = best[..., None].expand_as(cand[..., :1, :])  # (..., 1, 4)
     quat = torch.gather(cand, -2, idx).squeeze(-2)  # (..., 4)
     return standardize_quaternion(quat)
 
@@ -154,7 +164,7 @@ def axis_angle_to_quaternion(axis_angle: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 4) unit quaternions (w, x, y, z); w < 0 for angles above pi.
     """
-    _check_last(axis_angle, "axis_angle", (3,), "(..., 3)")
+    _check_last(axis_angle, "axis_angle", [3], "(..., 3)")
     angles = torch.linalg.vector_norm(axis_angle, dim=-1, keepdim=True)  # (..., 1)
     half = 0.5 * angles
     return torch.cat([torch.cos(half), axis_angle * 0.5 * _sinc(half)], dim=-1)
@@ -168,7 +178,7 @@ def quaternion_to_axis_angle(quaternions: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 3)
     """
-    _check_last(quaternions, "quaternions", (4,), "(..., 4)")
+    _check_last(quaternions, "quaternions", [4], "(..., 4)")
     xyz = quaternions[..., 1:]
     norms = torch.linalg.vector_norm(xyz, dim=-1, keepdim=True)  # (..., 1)
     half = torch.atan2(norms, quaternions[..., :1])  # (..., 1)
@@ -193,7 +203,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor, fast: bool = False) -> torch.
     Returns:
         (..., 3, 3) rotation matrices (column-vector convention).
     """
-    _check_last(axis_angle, "axis_angle", (3,), "(..., 3)")
+    _check_last(axis_angle, "axis_angle", [3], "(..., 3)")
     if not fast:
         return quaternion_to_matrix(axis_angle_to_quaternion(axis_angle))
     t = torch.linalg.vector_norm(axis_angle, dim=-1)[..., None, None]  # (..., 1, 1)
@@ -219,7 +229,7 @@ def _matrix_to_axis_angle_direct(matrix: torch.Tensor) -> torch.Tensor:
     cos_t = torch.cos(angles)[..., None]  # (..., 1, 1)
     s = 0.5 * (m + m.transpose(-1, -2)) - cos_t * eye  # (..., 3, 3)
     col = torch.diagonal(s, dim1=-2, dim2=-1).argmax(-1)  # (...)
-    v = torch.gather(s, -1, col[..., None, None].expand(s.shape[:-1] + (1,))).squeeze(-1)  # (..., 3)
+    v = torch.gather(s, -1, col[..., None, None].expand_as(s[..., :1])).squeeze(-1)  # (..., 3)
     n = F.normalize(v, dim=-1)
     sign = torch.where((n * omega).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(m.dtype)
     near_pi = angles > 0.5 * math.pi  # here 1 - cos t >= 1: the symmetric part is well conditioned
@@ -236,7 +246,7 @@ def matrix_to_axis_angle(matrix: torch.Tensor, fast: bool = False) -> torch.Tens
     Returns:
         (..., 3). At angle exactly pi, `a` and `-a` are the same rotation: either may be returned.
     """
-    _check_last(matrix, "matrix", (3, 3), "(..., 3, 3)")
+    _check_last(matrix, "matrix", [3, 3], "(..., 3, 3)")
     if fast:
         return _matrix_to_axis_angle_direct(matrix)
     return quaternion_to_axis_angle(matrix_to_quaternion(matrix))
@@ -254,7 +264,7 @@ def so3_exp_map(log_rot: torch.Tensor, eps: float = 0.0001) -> torch.Tensor:
     Returns:
         (N, 3, 3)
     """
-    _check_batch(log_rot, "log_rot", (3,), "(N, 3)")
+    _check_batch(log_rot, "log_rot", [3], "(N, 3)")
     return axis_angle_to_matrix(log_rot)
 
 
@@ -269,19 +279,17 @@ def so3_log_map(R: torch.Tensor, eps: float = 0.0001, cos_bound: float = 1e-4) -
     Returns:
         (N, 3)
     """
-    _check_batch(R, "R", (3, 3), "(N, 3, 3)")
+    _check_batch(R, "R", [3, 3], "(N, 3, 3)")
     return matrix_to_axis_angle(R)
 
 
 def _acos_linear_extrapolation(x: torch.Tensor, bound: float) -> torch.Tensor:
     """acos(x) on [-bound, bound], continued by its tangent line outside (finite gradient at |x| = 1)."""
-    lo, hi = -bound, bound
-
-    def tangent(b: float) -> torch.Tensor:
-        return math.acos(b) - (x - b) / math.sqrt(1.0 - b * b)
-
-    inside = torch.acos(x.clamp(lo, hi))
-    return torch.where(x > hi, tangent(hi), torch.where(x < lo, tangent(lo), inside))
+    slope = 1.0 / math.sqrt(1.0 - bound * bound)
+    above = math.acos(bound) - (x - bound) * slope  # tangent at +bound
+    below = math.acos(-bound) - (x + bound) * slope  # tangent at -bound
+    inside = torch.acos(x.clamp(-bound, bound))
+    return torch.where(x > bound, above, torch.where(x < -bound, below, inside))
 
 
 def so3_rotation_angle(
@@ -300,7 +308,7 @@ def so3_rotation_angle(
     Returns:
         (N,) angles in radians (or their cosines).
     """
-    _check_batch(R, "R", (3, 3), "(N, 3, 3)")
+    _check_batch(R, "R", [3, 3], "(N, 3, 3)")
     trace = R[:, 0, 0] + R[:, 1, 1] + R[:, 2, 2]  # (N,)
     if bool(((trace < -1.0 - eps) | (trace > 3.0 + eps)).any()):
         raise ValueError("A matrix has trace outside valid range [-1-eps,3+eps].")
@@ -323,12 +331,10 @@ def so3_relative_angle(
     Returns:
         (N,) angles in radians (or their cosines).
     """
-    _check_batch(R1, "R1", (3, 3), "(N, 3, 3)")
-    _check_batch(R2, "R2", (3, 3), "(N, 3, 3)")
+    _check_batch(R1, "R1", [3, 3], "(N, 3, 3)")
+    _check_batch(R2, "R2", [3, 3], "(N, 3, 3)")
     if R1.shape[0] != R2.shape[0]:
-        raise ValueError(
-            f"Expected R1 and R2 to have the same N, got {tuple(R1.shape)} and {tuple(R2.shape)}"
-        )
+        raise ValueError(f"Expected R1 and R2 to have the same N, got {_shape_str(R1)} and {_shape_str(R2)}")
     R12 = R1 @ R2.transpose(-1, -2)
     return so3_rotation_angle(R12, cos_angle=cos_angle, cos_bound=cos_bound, eps=eps)
 
@@ -345,7 +351,7 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 3, 3) with rows b1 = a1/|a1|, b2 = normalised a2 - (b1.a2) b1, b3 = b1 x b2.
     """
-    _check_last(d6, "d6", (6,), "(..., 6)")
+    _check_last(d6, "d6", [6], "(..., 6)")
     a1, a2 = d6[..., :3], d6[..., 3:]
     b1 = F.normalize(a1, dim=-1)
     b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
@@ -354,12 +360,14 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
 
 
 def matrix_to_rotation_6d(matrix: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices -> 6D representation: the first two rows, concatenated.
+    """Rotation matrices -> 6D representation: the first two rows, concatenated, in a new tensor (as
+    PyTorch3D, which clones: editing the result in place leaves `matrix` unchanged).
 
     Args:
         matrix: (..., 3, 3)
     Returns:
         (..., 6)
     """
-    _check_last(matrix, "matrix", (3, 3), "(..., 3, 3)")
-    return matrix[..., :2, :].reshape(matrix.shape[:-2] + (6,))
+    _check_last(matrix, "matrix", [3, 3], "(..., 3, 3)")
+    # a new tensor, never a view of `matrix` (PyTorch3D transforms/rotation_conversions.py clones)
+    return matrix[..., :2, :].clone().reshape(matrix.shape[:-2] + (6,))

@@ -342,3 +342,68 @@ def test_sample_points_cpu_generator_drives_cuda_verts():
     b = sample_points_from_meshes(verts.cuda(), faces.cuda(), 50, generator=torch.Generator().manual_seed(3))
     assert b.device.type == "cuda"
     assert_close(b.cpu(), a, atol=1e-6, rtol=1e-5, what="CPU-generator samples on CUDA vs CPU")
+
+
+def _pyramid():
+    verts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [0, 1, 3], [1, 2, 3]])
+    return verts, faces
+
+
+def test_sample_points_empty_mesh_gives_zeros_as_pytorch3d():
+    # PyTorch3D ops/sample_points_from_meshes.py: "For empty meshes the corresponding row in the samples
+    # array will be filled with 0" (normals and textures too); tests/test_sample_points_from_meshes.py
+    # ::test_sampling_output batches [empty, ico_sphere, unit simplex] and checks these facts.
+    sv, sf = ico_sphere(3)
+    pv, pf = _pyramid()
+    empty_v, empty_f = torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64)
+    pm = padded_from_lists([empty_v, sv, pv], [empty_f, sf, pf])
+    verts = pm.verts.clone().requires_grad_()
+    colours = torch.rand(3, verts.shape[1], 3, generator=torch.Generator().manual_seed(1))
+    n = 200
+    pts, nrm, tex = sample_points_from_meshes(
+        verts, pm.faces, n, return_normals=True, return_textures=True, textures=colours,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert pts.shape == nrm.shape == (3, n, 3) and tex.shape == (3, n, 3)
+    for name, t in (("samples", pts), ("normals", nrm), ("textures", tex)):
+        assert_close(t[0], torch.zeros(n, 3), f"empty mesh {name}")
+    assert_close(pts[1].norm(dim=1), torch.ones(n), "sphere samples on the sphere", atol=2e-2, rtol=0)
+    # simplex: each sample lies on one face, with that face's normal (the PyTorch3D test's four cases)
+    p, q = pts[2].detach(), nrm[2]
+    assert bool(((p >= 0) & (p < 1)).all())
+    on = {
+        (0.0, 0.0, 1.0): p[:, 2] == 0,  # exact: a zero barycentric weight gives an exact 0 coordinate
+        (1.0, 0.0, 0.0): p[:, 0] == 0,
+        (0.0, -1.0, 0.0): p[:, 1] == 0,
+    }
+    slanted = (p > 0).all(1)
+    assert_close(p[slanted].sum(1), torch.ones(int(slanted.sum())), "slanted face x + y + z = 1")
+    assert_close(q[slanted], torch.full((int(slanted.sum()), 3), 3**-0.5), "slanted face normal")
+    for normal, mask in on.items():
+        assert_close(q[mask], torch.tensor(normal).expand(int(mask.sum()), 3), f"normal {normal}")
+    # texture = barycentric interpolation of the vertex features (TexturesVertex)
+    assert bool(
+        (
+            (tex[2] >= colours[2, :4].min(0).values - 1e-6) & (tex[2] <= colours[2, :4].max(0).values + 1e-6)
+        ).all()
+    )
+    # differentiable; the empty mesh's rows carry no gradient
+    (g,) = torch.autograd.grad(pts.sum(), verts)
+    assert bool(torch.isfinite(g).all())
+    assert_close(g[0], torch.zeros_like(g[0]), "no gradient into the empty mesh")
+
+
+def test_sample_points_zero_area_mesh_and_all_empty_batch():
+    pv, pf = _pyramid()
+    flat = torch.zeros(4, 3)  # faces, but every area 0: sampled as empty (PyTorch3D's multinomial raises)
+    pm = padded_from_lists([pv, flat], [pf, pf])
+    pts = sample_points_from_meshes(pm.verts, pm.faces, 10, generator=torch.Generator().manual_seed(0))
+    assert_close(pts[1], torch.zeros(10, 3), "zero-area mesh")
+    alone = sample_points_from_meshes(pv, pf, 10, generator=torch.Generator().manual_seed(0))
+    assert_close(pts[0], alone[0], "draws made for the non-empty meshes only, as PyTorch3D")
+    # PyTorch3D tests/test_sample_points_from_meshes.py::test_all_empty_meshes: ValueError "Meshes are empty."
+    with pytest.raises(ValueError, match="Meshes are empty."):
+        sample_points_from_meshes(torch.rand(3, 4, 3), torch.full((3, 2, 3), -1), 100, return_normals=True)
+    with pytest.raises(ValueError, match="Meshes do not contain textures."):
+        sample_points_from_meshes(pv, pf, 10, return_textures=True)

@@ -258,3 +258,37 @@ def test_arap_batch_equals_per_sample():
     batch = arap_energy(torch.stack([rest, rest]), torch.stack([d0, d1]), faces)
     single = torch.cat([arap_energy(rest, d0, faces), arap_energy(rest, d1, faces)])
     _check_grad(batch, single, torch.float32, "batched ARAP vs per sample")
+
+
+@pytest.mark.parametrize(
+    "loss_name", ["edge_t0", "edge_t0p1", "lap_uniform", "lap_cot", "normal_consistency"]
+)
+def test_batch_without_faces_gives_pytorch3d_zero(loss_name):
+    # PyTorch3D loss/mesh_edge_loss.py (and mesh_laplacian_smoothing.py, mesh_normal_consistency.py): if
+    # meshes.isempty() (no mesh has a face) return torch.tensor([0.0], requires_grad=True): shape (1,), and
+    # tests/test_mesh_edge_loss.py::test_empty_meshes checks exactly that value and requires_grad.
+    g = torch.Generator().manual_seed(2)
+    verts = torch.rand(10, 32, 3, generator=g, requires_grad=True)
+    for faces in (torch.full((10, 4, 3), -1), torch.zeros(0, 3, dtype=torch.int64)):
+        loss = LOSSES[loss_name](verts, faces, torch.randint(3, 32, (10,), generator=g))
+        assert loss.shape == (1,) and loss.requires_grad
+        assert_close(loss, torch.tensor([0.0]), f"{loss_name} of an empty batch")
+        (grad,) = torch.autograd.grad(loss.sum(), verts)  # a gradient, zero, reaching verts
+        assert_close(grad, torch.zeros_like(verts), f"{loss_name} gradient")
+    plain = LOSSES[loss_name](verts.detach(), torch.full((10, 4, 3), -1))
+    assert plain.shape == (1,) and plain.requires_grad  # a leaf, as PyTorch3D's, when verts need no grad
+    plain.sum().backward()
+
+
+def test_edge_loss_with_one_empty_mesh_is_half_the_other(ref):
+    # PyTorch3D mesh_edge_loss: per-edge weight 1 / num_edges of its mesh, summed, divided by N = len(meshes)
+    # (empty meshes included), as the naive loop of tests/test_mesh_edge_loss.py (0 for an invalid mesh).
+    v = torch.from_numpy(ref["ico2_verts"]).clone().requires_grad_()
+    f = torch.from_numpy(ref["ico2_faces"])
+    empty_v, empty_f = torch.rand(5, 3), torch.zeros(0, 3, dtype=torch.int64)
+    pm = padded_from_lists([empty_v, v], [empty_f, f])
+    loss = mesh_edge_loss(pm.verts, pm.faces, 0.1, verts_lengths=pm.verts_lengths)
+    assert loss.shape == ()
+    assert_close(loss, torch.from_numpy(ref["ico2_edge_t0p1"]) / 2, "edge loss, [empty, ico2]", rtol=1e-5)
+    (grad,) = torch.autograd.grad(loss, v)
+    _check_grad(grad, torch.from_numpy(ref["ico2_edge_t0p1_grad_verts0"]) / 2, torch.float32, "edge grad")

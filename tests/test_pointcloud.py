@@ -381,3 +381,53 @@ def test_fit_rotation_chamfer_recovers_rotation():
     angle = math.degrees(math.acos(min(1.0, cos.item())))
     assert angle < 1.0, f"rotation error {angle:.3f} deg"
     assert fit.loss < 0.05, f"aligned chamfer {fit.loss}"
+
+
+@pytest.mark.parametrize("single_directional", [False, True])
+@pytest.mark.parametrize(
+    "point_reduction, batch_reduction",
+    [("mean", "mean"), ("mean", "sum"), ("mean", None), ("sum", "mean"), ("sum", None), ("max", "mean"),
+     ("max", None), (None, None)],
+)  # fmt: skip
+@pytest.mark.parametrize("with_normals", [False, True])
+def test_all_zero_weights_as_pytorch3d(point_reduction, batch_reduction, single_directional, with_normals):
+    # PyTorch3D loss/chamfer.py: weights.sum() == 0 makes both terms of each direction
+    # `(x.sum((1, 2)) * weights.view(N, 1)) * 0.0`, (N, N) zeros in x's graph, normals term included even
+    # without normals; `_apply_batch_reduction` then sums (mean divides by 1). tests/test_chamfer.py
+    # (weights = zeros): loss and loss_norm are zeros(()) for batch_reduction "mean" and zeros((N, N)) for
+    # None, all requiring grad.
+    if with_normals and point_reduction == "max":
+        pytest.skip("normals are refused with point_reduction 'max' (as PyTorch3D)")
+    N, P1, P2 = 4, 5, 7
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(N, P1, 3, generator=g, requires_grad=True)
+    y = torch.randn(N, P2, 3, generator=g, requires_grad=True)
+    normals = {}
+    if with_normals:
+        normals = dict(
+            x_normals=torch.randn(N, P1, 3, generator=g), y_normals=torch.randn(N, P2, 3, generator=g)
+        )
+    loss, loss_n = chamfer_distance(
+        x, y, weights=torch.zeros(N), point_reduction=point_reduction, batch_reduction=batch_reduction,
+        single_directional=single_directional, **normals,
+    )  # fmt: skip
+    shape = (N, N) if batch_reduction is None else ()
+    two = point_reduction is None and not single_directional
+
+    def check(t, what):
+        parts = t if two else (t,)
+        assert isinstance(parts, tuple) and len(parts) == (2 if two else 1), what
+        for part in parts:
+            assert part.shape == shape and part.requires_grad, f"{what}: {tuple(part.shape)}"
+            assert_close(part, torch.zeros(shape), what)
+
+    check(loss, "loss")
+    if point_reduction == "max" and not single_directional:
+        assert loss_n is None
+    else:
+        check(loss_n, "loss_normals")  # present even without normals, as PyTorch3D
+    total = sum(t.sum() for t in (loss if two else (loss,)))
+    gx, gy = torch.autograd.grad(total, (x, y), allow_unused=True)
+    assert_close(gx, torch.zeros_like(x), "zero gradient reaches x")
+    if not single_directional:
+        assert_close(gy, torch.zeros_like(y), "zero gradient reaches y")

@@ -299,3 +299,75 @@ def test_shape_errors_name_the_argument():
         so3_relative_angle(torch.eye(3)[None], torch.eye(3))
     with pytest.raises(ValueError, match="R"):
         so3_log_map(torch.eye(3))
+
+
+def test_matrix_to_rotation_6d_returns_a_new_tensor():
+    # PyTorch3D transforms/rotation_conversions.py returns `matrix[..., :2, :].clone().reshape(...)`, and its
+    # tests/test_rotation_conversions.py::test_6d edits the 6D result in place (`r6d[:, 3:] += ...`).
+    g = torch.Generator().manual_seed(5)
+    R = so3_exp_map(torch.randn(7, 3, generator=g, dtype=torch.float64))
+    before = R.clone()
+    r6d = matrix_to_rotation_6d(R)
+    assert_close(r6d, R[:, :2, :].reshape(-1, 6), "6D = the first two rows")
+    r6d[:, 3:] += 2 * r6d[:, :3]
+    r6d[:, :3] *= 3.0
+    assert torch.equal(R, before), "editing the 6D result in place changed the matrix"  # exact: untouched
+    assert_close(rotation_6d_to_matrix(r6d), R, "Gram-Schmidt undoes the edit (test_6d)")
+    assert r6d.data_ptr() != R.data_ptr()
+    r6d_grad = matrix_to_rotation_6d(before.clone().requires_grad_())
+    r6d_grad.sum().backward()  # still differentiable through the copy
+
+
+def _script_inputs(name: str, dtype: torch.dtype) -> tuple:
+    g = torch.Generator().manual_seed(11)
+    aa = torch.randn(16, 3, generator=g, dtype=dtype)
+    R = axis_angle_to_matrix(aa)
+    return {
+        "axis_angle_to_matrix": (aa,),
+        "axis_angle_to_quaternion": (aa,),
+        "matrix_to_axis_angle": (R,),
+        "matrix_to_quaternion": (R,),
+        "matrix_to_rotation_6d": (R,),
+        "quaternion_to_axis_angle": (torch.randn(16, 4, generator=g, dtype=dtype),),
+        "quaternion_to_matrix": (torch.randn(16, 4, generator=g, dtype=dtype),),
+        "standardize_quaternion": (torch.randn(16, 4, generator=g, dtype=dtype),),
+        "rotation_6d_to_matrix": (torch.randn(16, 6, generator=g, dtype=dtype),),
+        "so3_exp_map": (aa,),
+        "so3_log_map": (R,),
+        "so3_rotation_angle": (R,),
+        "so3_relative_angle": (R, axis_angle_to_matrix(torch.randn(16, 3, generator=g, dtype=dtype))),
+    }[name]
+
+
+SCRIPTABLE = [
+    "axis_angle_to_matrix",
+    "axis_angle_to_quaternion",
+    "matrix_to_axis_angle",
+    "matrix_to_quaternion",
+    "matrix_to_rotation_6d",
+    "quaternion_to_axis_angle",
+    "quaternion_to_matrix",
+    "standardize_quaternion",
+    "rotation_6d_to_matrix",
+    "so3_exp_map",
+    "so3_log_map",
+    "so3_rotation_angle",
+    "so3_relative_angle",
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", SCRIPTABLE)
+def test_scriptable(name, dtype):
+    # PyTorch3D tests/test_rotation_conversions.py and tests/test_so3.py `test_scriptable` call
+    # torch.jit.script on each conversion and on so3_exp_map / so3_log_map.
+    import geometry.rotations as rotations
+
+    fn = getattr(rotations, name)
+    scripted = torch.jit.script(fn)
+    args = _script_inputs(name, dtype)
+    assert_close(scripted(*args), fn(*args), f"scripted {name}", **TOL[dtype])
+    if name in ("axis_angle_to_matrix", "matrix_to_axis_angle"):
+        assert_close(scripted(args[0], True), fn(args[0], fast=True), f"scripted {name} fast", **TOL[dtype])
+    with pytest.raises((ValueError, torch.jit.Error), match="shape"):
+        scripted(*(a[..., :2] for a in args))  # the shape check survives scripting
