@@ -4,8 +4,8 @@ on the shorter image side). Padded tensors (+ optional lengths) stand in for Mes
 Depends on torch (numpy/scipy for file I/O and exact EMD) and on nothing else of the project.
 
     rotations     axis-angle / matrix / quaternion / 6D conversions, so3 exp/log, relative angle
-    cameras       look_at_view_transform, FoV perspective/orthographic, intrinsics, weak perspective,
-                  NDC <-> pixel <-> normalized image coordinates, focal length from FOV
+    cameras       look_at_view_transform, FoV and focal-length (Perspective/Orthographic) cameras,
+                  intrinsics, weak perspective, NDC <-> pixel <-> normalized image coordinates
     depth         depth-map unprojection / projection with intrinsics K
     depth_align   per-image scale (median) and scale-and-shift (least squares) alignment
     mesh_raster   rasterize_meshes (binned, memory bounded) -> Fragments
@@ -24,6 +24,8 @@ from geometry.cameras import (
     FoVPerspectiveCameras,
     IntrinsicsCameras,
     LookAt,
+    OrthographicCameras,
+    PerspectiveCameras,
     WeakPerspectiveCameras,
     camera_position_from_spherical_angles,
     focal_from_fov,

@@ -364,7 +364,9 @@ def rasterize_meshes(
     """Rasterize a batch of meshes (PyTorch3D `rasterize_meshes` with padded tensors).
 
     Args:
-        verts_ndc: (N, V, 3) vertices as (x_ndc, y_ndc, z_view).
+        verts_ndc: (N, V, 3) vertices as (x_ndc, y_ndc, z_view), e.g.
+            `cameras.transform_points_rasterizer(verts)` (not `transform_points`, whose depth is
+            PyTorch3D's projected one).
         faces: (F, 3) shared or (N, F, 3) per-mesh long vertex indices.
         image_size: int or (H, W); the shorter side spans NDC [-1, 1].
         blur_radius: squared NDC distance within which an outside face still counts.

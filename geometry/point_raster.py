@@ -186,7 +186,9 @@ def rasterize_points(
     """Rasterize point clouds as discs of NDC radius `radius` (PyTorch3D semantics, README §3).
 
     Args:
-        points_ndc: (N, P, 3) points as (x_ndc, y_ndc, z_view).
+        points_ndc: (N, P, 3) points as (x_ndc, y_ndc, z_view), e.g.
+            `cameras.transform_points_rasterizer(points)` (not `transform_points`, whose depth is
+            PyTorch3D's projected one).
         image_size: int or (H, W).
         radius: float or (N, P) per-point radius, in NDC units.
         points_per_pixel: K.

@@ -144,11 +144,20 @@ def test_world_to_ndc_matches_verts_ndc(name):
     cam = _camera_for(name, d, d["R"], d["T"])
     tol = TOL32
     assert_close(
-        cam.transform_points(d["verts"]),
+        cam.transform_points_rasterizer(d["verts"]),
         d["verts_ndc"],
         atol=4 * tol["atol"],
         rtol=4 * tol["rtol"],
         what=f"{name} verts_ndc",
+    )
+    # PyTorch3D's transform_points: [X, 1] @ full_projection, divided by w (projected depth, not z_view)
+    h = torch.cat([d["verts"], torch.ones(d["verts"].shape[0], 1)], dim=-1) @ d["full_projection"]
+    assert_close(
+        cam.transform_points(d["verts"]),
+        h[..., :3] / h[..., 3:],
+        atol=4 * tol["atol"],
+        rtol=4 * tol["rtol"],
+        what=f"{name} transform_points (projected depth)",
     )
     assert_close(cam.projection_matrix(), d["projection"], **TOL32, what=f"{name} projection")
     # full_projection = world_to_view @ projection (row vectors)
@@ -164,7 +173,7 @@ def test_world_to_ndc_matches_verts_ndc(name):
 def test_world_to_ndc_matches_points_ndc():
     d = load_reference_tensors("points_ortho_64")
     cam = FoVOrthographicCameras(d["R"], d["T"])  # default bounds +-1
-    assert_close(cam.transform_points(d["points"]), d["points_ndc"], **TOL32, what="points_ndc")
+    assert_close(cam.transform_points_rasterizer(d["points"]), d["points_ndc"], **TOL32, what="points_ndc")
 
 
 @pytest.mark.parametrize("name", ["mesh_sil_ico2_persp_64", "mesh_sil_ico2_ortho_64"])
@@ -181,7 +190,7 @@ def test_rasterized_surface_point_lands_on_its_pixel(name):
     cam64 = _camera_for(name, d, d["R"].double(), d["T"].double())
     for b in range(n):
         sel = view_idx == b
-        ndc = cam64.transform_points(world[sel][None].expand(n, -1, -1))[b]  # (M_b, 3)
+        ndc = cam64.transform_points_rasterizer(world[sel][None].expand(n, -1, -1))[b]  # (M_b, 3)
         pix = ndc_to_pixel(ndc[:, :2], d["image_size"].tolist())
         expected = torch.stack([cols[sel], rows[sel]], dim=-1).double()
         assert_close(pix, expected, atol=2e-3, rtol=0, what=f"{name} view {b} pixel of rasterized point")
@@ -199,7 +208,7 @@ def test_known_point_projects_to_predicted_pixel():
     R, T = look_at_view_transform(3.0, 0.0, 0.0, dtype=torch.float64)
     cam = FoVPerspectiveCameras(R, T, fov=60.0)
     X = torch.tensor([[[0.5, 0.25, 0.0]]], dtype=torch.float64)  # right of and above the origin
-    ndc = cam.transform_points(X)[0, 0]
+    ndc = cam.transform_points_rasterizer(X)[0, 0]
     t = math.tan(math.radians(30.0))
     assert_close(
         ndc,
@@ -329,7 +338,11 @@ def test_intrinsics_camera_equals_fov_camera(hw):
     X = torch.randn(2, 20, 3, generator=g, dtype=torch.float64)
     fov_cam = FoVPerspectiveCameras(R, T, fov=torch.tensor([50.0, 70.0], dtype=torch.float64))
     k_cam = IntrinsicsCameras(R, T, fov_cam.intrinsics(hw), hw)
-    assert_close(k_cam.transform_points(X), fov_cam.transform_points(X), what="K camera vs FoV camera")
+    assert_close(
+        k_cam.transform_points_rasterizer(X),
+        fov_cam.transform_points_rasterizer(X),
+        what="K camera vs FoV camera",
+    )
     # pixels from NDC equal pixels from K in the OpenCV frame
     uvw = opencv_to_pytorch3d_view(fov_cam.world_to_view(X)) @ fov_cam.intrinsics(hw).transpose(1, 2)
     assert_close(
@@ -357,7 +370,9 @@ def _cameras64():
 @pytest.mark.parametrize("cam", _cameras64(), ids=["persp", "ortho", "K"])
 def test_unproject_points_inverts_transform_points(cam):
     X = torch.randn(2, 30, 3, dtype=torch.float64)
-    ndc = cam.transform_points(X)
+    # PyTorch3D's contract (CamerasBase.unproject_points): xy of transform_points, depth z_view
+    ndc = torch.cat([cam.transform_points(X)[..., :2], cam.world_to_view(X)[..., 2:]], dim=-1)
+    assert_close(ndc, cam.transform_points_rasterizer(X), what="rasterizer input = (xy, z_view)")
     assert_close(cam.unproject_points(ndc), X, what="world round trip")
     assert_close(cam.unproject_points(ndc, world_coordinates=False), cam.world_to_view(X), what="view")
     assert_close(view_to_world(world_to_view(X, cam.R, cam.T), cam.R, cam.T), X, what="view_to_world")
@@ -416,7 +431,7 @@ def test_weak_perspective_analytic_and_equivalent_orthographic():
         what="s X R + t",
     )
     assert_close(
-        cam.transform_points(X)[0],
+        cam.transform_points_rasterizer(X)[0],
         torch.tensor([[-0.6, 0.2, 5.0], [-0.1, -0.3, 7.0]], dtype=torch.float64),
         atol=1e-15,
         rtol=0,
@@ -425,6 +440,9 @@ def test_weak_perspective_analytic_and_equivalent_orthographic():
     Xr = torch.randn(2, 25, 3, dtype=torch.float64)
     ortho = cam.to_orthographic()
     assert_close(ortho.transform_points(Xr), cam.transform_points(Xr), what="weak persp == FoVOrthographic")
+    assert_close(
+        ortho.transform_points_rasterizer(Xr), cam.transform_points_rasterizer(Xr), what="rasterizer input"
+    )
     assert_close(ndc_to_image_coords(ortho.transform_points(Xr)[..., :2]), cam.project(Xr), what="to image")
     assert_close(torch.linalg.det(ortho.R), torch.ones(2, dtype=torch.float64), what="ortho R is a rotation")
     # non-square image: NDC of the image coordinates through the shared conversion
