@@ -4,9 +4,15 @@ GP2 (Romanov et al. 2020, arXiv 2009.12419; official eval `saic-vul/geometry-pre
 `metrics/logdisp_metrics.py`, `metrics/disp_metrics.py`, `eval.py`):
 - the network predicts log-disparity; every metric is computed per image over its valid pixels and then
   averaged over images (not pooled over pixels);
-- "UTS" metrics align the prediction by one scale, the median of the log-disparity differences
-  (`alignment="median_log_disparity"`), "UTSS" metrics by a least-squares scale and shift in disparity,
-  with the aligned disparity clamped to >= 1 / depth cap (`alignment="lstsq_disparity"`, `max_depth`);
+- "UTS" metrics align the prediction by one scale, the median of the log-depth differences, and are not
+  clamped (`alignment="median_log_disparity"`; `metrics/logdisp_metrics.py:39-45`), "UTSS" metrics by a
+  least-squares scale and shift in disparity, with the aligned disparity clamped to >= 1 / depth cap
+  (`alignment="lstsq_disparity"`, `max_depth`; `metrics/disp_metrics.py:6-22,47-48`): the cap clamps
+  the lstsq alignment only;
+- a ground-truth pixel is valid iff its depth is > 1e-8 and < the dataset's cap (10 m NYU / TUM, 72 m
+  Sintel / ETH3D; `datasets/validation_datasets.py:49-54,108,149,176,201`), here `min_depth` / `max_depth`;
+- an image with 10 valid pixels or fewer is skipped and does not count in the mean over images
+  (`numel() > 10`, `metrics/logdisp_metrics.py:43`, `metrics/disp_metrics.py:46`; `min_valid_pixels=11`);
 - "delta 1.25" is reported as the percentage of *bad* pixels, max(p/t, t/p) > 1.25 ("delta125_bad"); the
   usual fraction of good pixels is "delta1" (and "delta2", "delta3" for 1.25^2, 1.25^3);
 - DIW is scored by WHDR (`WHDR`), the percentage of ordinal pairs whose predicted order is wrong.
@@ -61,13 +67,15 @@ def align_prediction(
 ) -> torch.Tensor:
     """Predicted depth `(B, 1, H, W)` from log-disparity, aligned to the target per image.
 
-    For "lstsq_disparity" the aligned disparity is clamped to >= 1 / max_depth (GP2's depth cap) or to the
-    smallest positive normal number of the dtype when there is no cap, so that depth stays positive.
+    Only "lstsq_disparity" uses `max_depth`: its aligned disparity is clamped to >= 1 / max_depth, i.e. depth
+    <= the cap, as GP2's `depth_cap` (`metrics/disp_metrics.py:20-22`, applied at line 48 to the UTSS
+    alignment only); without a cap it is not clamped. The median alignments and "none" are never clamped
+    (GP2's UTS metrics are not: `metrics/logdisp_metrics.py:43-45`).
 
     NaN-aware: the alignment is fit on the valid pixels whose prediction is finite and applied to every
     pixel; a pixel whose prediction is not finite (NaN or +-inf log-disparity, or an aligned value that is
-    not: a depth outside (0, inf) for the median alignments and "none", a disparity outside (-inf, inf)
-    for "lstsq_disparity") is NaN in the output, never a finite depth. An image without a finite valid
+    not: a depth outside (0, inf), e.g. from an aligned disparity <= 0 under "lstsq_disparity" without a
+    cap) is NaN in the output, never a finite depth. An image without a finite valid
     prediction is all NaN where its prediction is. The scale-invariant alignments first shift the
     log-disparity by its median over the fit pixels (which they absorb exactly), so a prediction off by a
     large global shift, to which GP2's loss is blind, does not overflow float32 on the way.
@@ -83,9 +91,10 @@ def align_prediction(
     if alignment == "lstsq_disparity":
         disp = log_disp.exp()
         disp = align_lstsq_scale_shift(disp, target_disp, fit & torch.isfinite(disp)).aligned
-        bad = ~(finite & torch.isfinite(disp))
-        floor = 1.0 / max_depth if max_depth is not None else torch.finfo(disp.dtype).tiny
-        depth = disp.clamp_min(floor).reciprocal()
+        if max_depth is not None:  # GP2's depth_cap: clamp(disp, 1 / cap, inf) (metrics/disp_metrics.py:21)
+            disp = disp.clamp_min(1.0 / max_depth)
+        depth = disp.reciprocal()
+        bad = ~(finite & torch.isfinite(disp) & torch.isfinite(depth) & (depth > 0))
         return torch.where(bad, torch.full_like(depth, float("nan")), depth)
     depth = (-log_disp).exp()
     positive = torch.isfinite(depth) & (depth > 0)
@@ -155,11 +164,14 @@ class DepthMetrics(Metric):
     Args:
         alignment: one of `ALIGNMENTS` ("median_log_disparity": GP2 UTS; "lstsq_disparity": GP2 UTSS /
             MiDaS; "median_depth": Eigen/monodepth; "none": absolute depth).
-        min_depth: target pixels with depth <= min_depth are invalid; predictions are clamped to >= it.
-        max_depth: per-dataset depth cap: target pixels beyond it are invalid and predictions are
-            clamped to <= it; None for no cap.
+        min_depth: target pixels with depth <= min_depth are invalid (GP2: `depth > 1e-8`,
+            `datasets/validation_datasets.py:51`). Predictions are not clamped to it.
+        max_depth: per-dataset depth cap: target pixels at or beyond it are invalid (GP2: masked where
+            `depth >= cap_max`, `datasets/validation_datasets.py:53`); for "lstsq_disparity" only, the
+            aligned depth is clamped to <= it (see `align_prediction`); None for no cap.
         prefix: prepended to every key of `compute()`.
-        min_valid_pixels: an image with fewer valid pixels is skipped (GP2's eval uses 11, "numel > 10").
+        min_valid_pixels: an image with fewer valid pixels is skipped and not counted in the mean over
+            images (GP2: `numel() > 10`, `metrics/logdisp_metrics.py:43`, `metrics/disp_metrics.py:46`).
     `update(pred_log_disp, target_depth, mask)` takes `(B, 1, H, W)` each (mask bool);
     `compute()` -> dict of `prefix + name` for `METRIC_NAMES` plus `prefix + "num_images"`; NaN values
     when no image was counted. A non-finite prediction at a valid pixel counts as bad (see
@@ -172,10 +184,10 @@ class DepthMetrics(Metric):
     def __init__(
         self,
         alignment: str = "median_log_disparity",
-        min_depth: float = 1e-3,
+        min_depth: float = 1e-8,
         max_depth: float | None = None,
         prefix: str = "",
-        min_valid_pixels: int = 1,
+        min_valid_pixels: int = 11,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -198,10 +210,9 @@ class DepthMetrics(Metric):
             pred_log_disp = pred_log_disp.float()
         target_depth = target_depth.to(pred_log_disp.dtype)
         valid = mask & torch.isfinite(target_depth) & (target_depth > self.min_depth)
-        if self.max_depth is not None:
-            valid = valid & (target_depth <= self.max_depth)
+        if self.max_depth is not None:  # strictly below the cap (GP2 masks depth >= cap_max)
+            valid = valid & (target_depth < self.max_depth)
         pred = align_prediction(pred_log_disp.detach(), target_depth, valid, self.alignment, self.max_depth)
-        pred = pred.clamp(min=self.min_depth, max=self.max_depth)
         per_image = per_image_depth_metrics(pred, target_depth, valid)  # (B, K)
         counted = valid.flatten(1).sum(dim=1) >= max(self.min_valid_pixels, 1)  # (B,)
         per_image = torch.where(counted[:, None], per_image, torch.zeros_like(per_image))

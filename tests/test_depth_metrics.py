@@ -118,7 +118,7 @@ def metrics_of(alignment, pred_log_disp, depth, mask, **kw):
 def test_hand_computed_values_without_alignment():
     p = torch.tensor([1.0, 1.2, 2.0, 0.5], dtype=torch.float64).view(1, 1, 2, 2)
     t = torch.ones_like(p)
-    out = metrics_of("none", -p.log(), t, torch.ones_like(p, dtype=torch.bool))
+    out = metrics_of("none", -p.log(), t, torch.ones_like(p, dtype=torch.bool), min_valid_pixels=1)
     # ratios max(p/t, t/p) = 1, 1.2, 2, 2
     assert_close(out["delta125_bad"], 50.0, "delta125_bad")
     assert_close(out["delta1"], 0.5, "delta1")
@@ -172,51 +172,205 @@ def test_per_image_average_differs_from_pixel_pooling():
     mask[0, 0, 0, 0] = True
     mask[1, 0, :, :] = True
     mask[1, 0, 1, 1] = False  # image 1: 3 valid good pixels
-    out = metrics_of("none", -p.log(), t, mask)
+    out = metrics_of("none", -p.log(), t, mask, min_valid_pixels=1)
     assert_close(out["delta125_bad"], 50.0, "per-image mean (100 + 0) / 2")  # pooled would be 25
     assert_close(out["absrel"], 0.5, "per-image absrel (1 + 0) / 2")  # pooled would be 0.25
 
 
-def reference_gp2_uts(pred_log_disp, depth, mask):
-    """GP2 official UTS protocol, one image at a time: shift by median of log differences, bad-pixel %."""
-    bad, rel = [], []
+# GP2's official metric code, saic-vul/geometry-preserving-de (read for its rules; not copied):
+#   validity (datasets/validation_datasets.py:49-54): depth > 1e-8, not <= cap_min (0), not >= cap_max;
+#   caps (same file): Sintel 72 (l.108), TUM 10 (l.149), NYU 10 (l.176), ETH3D 72 (l.201);
+#   skip an image unless numel() > 10 (metrics/logdisp_metrics.py:43, metrics/disp_metrics.py:46);
+#   UTS (logdisp_metrics.py:39-45): log depth of the prediction shifted by the torch (lower) median of
+#     log t - log p, no clamp; UTSS (disp_metrics.py:6-22, 46-49): least squares s p + b ~ 1 / t in disparity
+#     (2x2 normal equations), disparity clamped to [1 / cap, inf), depth = 1 / disparity;
+#   per image: d1 / d2 / d3 = share of max(p/t, t/p) > 1.25, 1.25^2, 1.25^3, rel = mean |p - t| / t,
+#     log10 = mean |log10 p - log10 t|; then the mean over the counted images (eval.py:56-63).
+GP2_MIN_GT_DEPTH = 1e-8
+GP2_THRESHOLDS = (1.25, 1.25**2, 1.25**3)
+
+
+def _gp2_scores(pd: list[float], td: list[float]) -> dict[str, float]:
+    """One image's GP2 metrics from aligned and target depths (Python floats, float64)."""
+    n = len(td)
+    ratio = [max(p / t, t / p) for p, t in zip(pd, td)]
+    out = {f"bad{k}": sum(r > thr for r in ratio) / n for k, thr in enumerate(GP2_THRESHOLDS, 1)}
+    # pixels whose ratio is within float32 rounding of a threshold may fall either way
+    out["ambiguous"] = sum(any(abs(r / thr - 1.0) < 1e-5 for thr in GP2_THRESHOLDS) for r in ratio) / n
+    out["rel"] = math.fsum(abs(p - t) / t for p, t in zip(pd, td)) / n
+    out["log10"] = math.fsum(abs(math.log10(p) - math.log10(t)) for p, t in zip(pd, td)) / n
+    return out
+
+
+def gp2_official_reference(pred_log_disp, depth, mask, cap):
+    """GP2's official UTS and UTSS metrics, one image and one pixel at a time in float64 Python floats.
+
+    Returns (uts, utss, stats): the means over counted images of `_gp2_scores` plus "num_images", and
+    counts showing which rules the inputs exercise.
+    """
+    per = {"uts": [], "utss": []}
+    stats = {"uts_above_cap": 0, "utss_clamped": 0}
     for b in range(depth.shape[0]):
-        z_t = depth[b][mask[b]].log()
-        z_p = -pred_log_disp[b][mask[b]]
-        z_p = z_p + (z_t - z_p).median()
-        pd, td = z_p.exp(), z_t.exp()
-        bad.append(100.0 * (torch.maximum(pd / td, td / pd) > 1.25).double().mean())
-        rel.append(((pd - td).abs() / td).mean())
-    return torch.stack(bad).mean(), torch.stack(rel).mean()
+        pl = pred_log_disp[b].double().flatten().tolist()
+        t = depth[b].double().flatten().tolist()
+        m = mask[b].flatten().tolist()
+        idx = [i for i in range(len(t)) if m[i] and t[i] > GP2_MIN_GT_DEPTH and not t[i] >= cap]
+        if not len(idx) > 10:
+            continue
+        td = [t[i] for i in idx]
+        # UTS: log depth, shifted by the lower median of the log differences, not clamped
+        log_p = [-pl[i] for i in idx]
+        diffs = sorted(math.log(x) - y for x, y in zip(td, log_p))
+        med = diffs[(len(diffs) - 1) // 2]
+        uts = [math.exp(y + med) for y in log_p]
+        stats["uts_above_cap"] += sum(x > cap for x in uts)
+        # UTSS: least squares in disparity from the normal equations, then disparity >= 1 / cap
+        p = [math.exp(pl[i]) for i in idx]
+        g = [1.0 / x for x in td]
+        n = len(p)
+        spp, sp = math.fsum(x * x for x in p), math.fsum(p)
+        sgp, sg = math.fsum(x * y for x, y in zip(p, g)), math.fsum(g)
+        det = spp * n - sp * sp
+        s, sh = (n * sgp - sp * sg) / det, (spp * sg - sp * sgp) / det
+        disp = [s * x + sh for x in p]
+        stats["utss_clamped"] += sum(d < 1.0 / cap for d in disp)
+        utss = [1.0 / max(d, 1.0 / cap) for d in disp]
+        per["uts"].append(_gp2_scores(uts, td))
+        per["utss"].append(_gp2_scores(utss, td))
+    means = []
+    for rows in (per["uts"], per["utss"]):
+        mean = {k: math.fsum(r[k] for r in rows) / len(rows) for k in rows[0]}
+        mean["num_images"] = len(rows)
+        means.append(mean)
+    return means[0], means[1], stats
 
 
-def reference_gp2_utss(pred_log_disp, depth, mask, cap):
-    """GP2 official UTSS protocol: least squares in disparity, disparity clamped at 1 / cap."""
-    bad, rel = [], []
-    for b in range(depth.shape[0]):
-        td = depth[b][mask[b]]
-        p = pred_log_disp[b][mask[b]].exp()
-        A = torch.stack([p, torch.ones_like(p)], dim=1)
-        s, sh = torch.linalg.lstsq(A, (1.0 / td)[:, None]).solution[:, 0]
-        pd = 1.0 / (s * p + sh).clamp_min(1.0 / cap)
-        bad.append(100.0 * (torch.maximum(pd / td, td / pd) > 1.25).double().mean())
-        rel.append(((pd - td).abs() / td).mean())
-    return torch.stack(bad).mean(), torch.stack(rel).mean()
+def gp2_protocol_batch(dtype, cap=10.0, seed=0):
+    """5 images of 6x8: depths around cap / 2 with some beyond the cap, some exactly at it (with a wild
+    prediction there), an image with 10 valid pixels (skipped) and one with 11 (counted)."""
+    g = torch.Generator().manual_seed(seed)
+    B, H, W = 5, 6, 8
+    depth = (torch.randn(B, 1, H, W, generator=g, dtype=torch.float64) * 0.6).exp() * (cap / 2)
+    pred = -depth.log() + 0.4 * torch.randn(B, 1, H, W, generator=g, dtype=torch.float64) + 1.5
+    mask = torch.rand(B, 1, H, W, generator=g) < 0.85
+    at_cap = torch.zeros_like(mask)
+    at_cap[[0, 0, 3, 4], 0, [0, 1, 2, 5], [0, 3, 4, 7]] = True
+    depth[at_cap] = cap
+    mask[at_cap] = True
+    pred[at_cap] = 6.0  # depth ~ e^-6: very wrong, and an outlier for either fit
+    depth[0, 0, 5, 0], depth[3, 0, 5, 1] = 1e9, float("inf")  # "sky"
+    depth[4, 0, 5, 2], depth[4, 0, 5, 3] = 0.0, 5e-9  # below GP2's 1e-8
+    mask[4, 0, 5, 2:4] = True
+    for b, k in ((1, 10), (2, 11)):  # exactly k valid pixels, all of them well inside (1e-8, cap)
+        mask[b] = False
+        mask[b, 0, 1, :k] = mask[b, 0, 2, : max(k - W, 0)] = True
+        depth[b] = depth[b].clamp(max=0.9 * cap)
+    pred[1] = pred[1] + 4.0 * torch.randn(H, W, generator=g, dtype=torch.float64)  # would move any mean
+    return pred.to(dtype), depth.to(dtype), mask, at_cap
 
 
-def test_matches_gp2_reference_protocols_on_noisy_predictions():
-    depth, mask, g = depth_batch(B=4, H=8, W=8)
-    pred = -depth.log() + 0.3 * torch.randn(depth.shape, generator=g, dtype=depth.dtype) + 0.8
-    out = metrics_of("median_log_disparity", pred, depth, mask, min_depth=1e-6)
-    bad, rel = reference_gp2_uts(pred, depth, mask)
-    assert_close(out["delta125_bad"], bad, "UTS delta125_bad vs reference", rtol=1e-9)
-    assert_close(out["absrel"], rel, "UTS absrel vs reference", rtol=1e-9)
-    cap = 4.0  # some predictions hit the cap
-    capped_mask = mask & (depth <= cap)
-    out = metrics_of("lstsq_disparity", pred, depth, mask, min_depth=1e-6, max_depth=cap)
-    bad, rel = reference_gp2_utss(pred, depth, capped_mask, cap)
-    assert_close(out["delta125_bad"], bad, "UTSS delta125_bad vs reference", rtol=1e-8)
-    assert_close(out["absrel"], rel, "UTSS absrel vs reference", rtol=1e-8)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matches_gp2_official_metric_code(dtype):
+    cap = 10.0
+    pred, depth, mask, at_cap = gp2_protocol_batch(dtype, cap)
+    assert (depth[mask] == cap).sum() == 4 and (depth[mask] > cap).sum() >= 2
+    uts, utss, stats = gp2_official_reference(pred, depth, mask, cap)
+    # the inputs exercise the rules: the UTS alignment puts pixels beyond the cap (a clamp would change
+    # them), the UTSS one clamps some, and one image of five is skipped
+    assert stats["uts_above_cap"] > 0 and stats["utss_clamped"] > 0, stats
+    assert uts["num_images"] == utss["num_images"] == 4
+    tol = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=1e-6)
+    for alignment, ref in (("median_log_disparity", uts), ("lstsq_disparity", utss)):
+        m = DepthMetrics(alignment=alignment, max_depth=cap)  # GP2's defaults otherwise
+        m.update(pred[:3], depth[:3], mask[:3])  # two batches: the mean is over images, not batches
+        m.update(pred[3:], depth[3:], mask[3:])
+        out = {k: v.item() for k, v in m.compute().items()}
+        assert out["num_images"] == 4, f"{alignment}: {out['num_images']}"
+        # one flipped pixel moves a percentage by >= 100 / 48 / 4; float32 sums round at ~1e-5 of it
+        slack = 100.0 * ref["ambiguous"] + (1e-9 if dtype == torch.float64 else 1e-4)
+        assert abs(out["delta125_bad"] - 100.0 * ref["bad1"]) <= slack, f"{alignment}: {out} vs {ref}"
+        for k in (1, 2, 3):  # delta_k = share of good pixels, max(p/t, t/p) < 1.25^k
+            assert abs(out[f"delta{k}"] - (1.0 - ref[f"bad{k}"])) <= slack / 100.0, f"{alignment} delta{k}"
+        assert_close(out["absrel"], ref["rel"], f"{alignment}: absrel vs GP2", **tol)
+        assert_close(out["log10"], ref["log10"], f"{alignment}: log10 vs GP2", **tol)
+        assert out["nonfinite"] == 0.0
+
+
+def test_cap_clamps_the_lstsq_alignment_only():
+    # the median alignment keeps an aligned depth beyond the cap (GP2's UTS, logdisp_metrics.py:43-45); the
+    # lstsq one clamps the aligned disparity to >= 1 / cap, as GP2's depth_cap (disp_metrics.py:20-22)
+    depth = torch.linspace(2.0, 9.9, 24, dtype=torch.float64).view(1, 1, 4, 6)
+    mask = torch.ones_like(depth, dtype=torch.bool)
+    pred = -depth.log() + 0.7
+    pred[0, 0, 0, 0] = -(depth[0, 0, 0, 0] * 8.0).log() + 0.7  # aligned depth 16 > cap 10
+    med = align_prediction(pred, depth, mask, "median_log_disparity", 10.0)
+    assert_close(med[0, 0, 0, 0], 16.0, "median alignment is not clamped")
+    out = metrics_of("median_log_disparity", pred, depth, mask, max_depth=10.0)
+    assert_close(out["absrel"], 7.0 / 24.0, "UTS absrel of the one pixel 8x too far, unclamped")
+    # lstsq: an exact affine fit on the other pixels; pixel 0 (not fit) gets aligned disparity 0.07
+    fit = mask.clone()
+    fit[0, 0, 0, 0] = False
+    pred_disp = (1.0 / depth - 0.05) / 2.0  # aligned = 2 p + 0.05
+    pred_disp[0, 0, 0, 0] = 0.01
+    capped = align_prediction(pred_disp.log(), depth, fit, "lstsq_disparity", 10.0)
+    free = align_prediction(pred_disp.log(), depth, fit, "lstsq_disparity", None)
+    assert_close(capped[fit], depth[fit], "lstsq fit pixels")
+    assert_close(capped[0, 0, 0, 0], 10.0, "lstsq aligned depth 1 / 0.07 clamped to the cap")
+    assert_close(free[0, 0, 0, 0], 1.0 / 0.07, "without a cap the lstsq alignment is not clamped")
+
+
+def test_lstsq_without_cap_nonpositive_disparity_is_broken_not_clamped():
+    # no cap: GP2's depth = 1 / disparity; an aligned disparity <= 0 is no depth, so the pixel is NaN
+    # (a broken prediction for the metrics), not clamped to a huge depth
+    depth = torch.linspace(2.0, 9.9, 24, dtype=torch.float64).view(1, 1, 4, 6)
+    fit = torch.ones_like(depth, dtype=torch.bool)
+    fit[0, 0, 0, :2] = False
+    pred_disp = (1.0 / depth + 0.05) / 2.0  # aligned = 2 p - 0.05
+    pred_disp[0, 0, 0, 0] = 0.01  # aligned disparity -0.03
+    pred_disp[0, 0, 0, 1] = 0.02  # aligned disparity -0.01
+    free = align_prediction(pred_disp.log(), depth, fit, "lstsq_disparity", None)
+    assert torch.isnan(free[0, 0, 0, :2]).all(), free[0, 0, 0, :2]
+    assert_close(free[fit], depth[fit], "lstsq fit pixels")
+    capped = align_prediction(pred_disp.log(), depth, fit, "lstsq_disparity", 10.0)
+    assert_close(capped[0, 0, 0, :2], torch.full((2,), 10.0, dtype=torch.float64), "clamped to the cap")
+
+
+def test_gp2_validity_rule_and_min_valid_pixels():
+    # GP2: valid iff 1e-8 < depth < cap; an image needs > 10 valid pixels (validation_datasets.py:49-54,
+    # logdisp_metrics.py:43). A wrong prediction at an invalid pixel changes nothing, at a valid one it does.
+    depth = torch.linspace(2.0, 8.0, 16, dtype=torch.float64).view(1, 1, 4, 4)
+    mask = torch.ones_like(depth, dtype=torch.bool)
+    pred = -depth.log()
+    others = mask.clone()
+    others[0, 0, 0, 0] = False
+    for value, scored in ((1e-8, False), (2e-8, True), (10.0, False), (math.nextafter(10.0, 0.0), True)):
+        d = depth.clone()
+        d[0, 0, 0, 0] = value
+        p = pred.clone()
+        p[0, 0, 0, 0] = -math.log(value) + 3.0  # depth e^3 times too small
+        for alignment in ("none", "median_log_disparity", "lstsq_disparity"):
+            out = metrics_of(alignment, p, d, mask, max_depth=10.0)
+            without = metrics_of(alignment, p, d, others, max_depth=10.0)
+            assert out["num_images"] == 1
+            same = all(out[k] == without[k] for k in out)
+            assert same != scored, f"depth {value} ({alignment}): {out} vs without the pixel {without}"
+        bad = metrics_of("none", p, d, mask, max_depth=10.0)["delta125_bad"]  # that pixel alone is bad
+        assert_close(bad, 100.0 / 16 if scored else 0.0, f"depth {value}: delta125_bad")
+    for k, counted in ((10, 0), (11, 1)):
+        m = torch.zeros_like(mask)
+        m.view(-1)[:k] = True
+        assert metrics_of("median_log_disparity", pred, depth, m)["num_images"] == counted, k
+
+
+def test_no_clamp_of_the_prediction_below():
+    # the suite used to clamp predictions to >= min_depth; GP2 does not: a prediction of 1e-5 m at a 1 m
+    # pixel has absrel 1 - 1e-5 and log10 error 5, not that of 1e-3 m
+    depth = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    pred = -depth.log()
+    pred[0, 0, 0, 0] = -math.log(1e-5)
+    out = metrics_of("none", pred, depth, torch.ones_like(depth, dtype=torch.bool))
+    assert_close(out["absrel"], (1 - 1e-5) / 16, "absrel without a lower clamp")
+    assert_close(out["log10"], 5.0 / 16, "log10 without a lower clamp")
 
 
 def test_two_halves_equal_all_and_merge_state():

@@ -63,6 +63,7 @@ class NYUv2Reader(DepthReader):
 
     NAME = "nyu"
     SPLITS = ("train", "test")
+    # GP2 eval cap: saic-vul/geometry-preserving-de datasets/validation_datasets.py:176 (NYUDataset)
     MAX_DEPTH = 10.0
     LAYOUT = (
         "<root>/\n"
@@ -338,6 +339,8 @@ class TUMReader(DepthReader):
 
     NAME = "tum"
     SPLITS = ("test",)
+    # GP2 eval cap: saic-vul/geometry-preserving-de datasets/validation_datasets.py:149 (TUMDataset)
+    MAX_DEPTH = 10.0
     LAYOUT = (
         "<root>/  (one sequence, or a folder of sequences)\n"
         "  rgbd_dataset_freiburg1_desk/\n"
@@ -436,6 +439,8 @@ class SintelReader(DepthReader):
 
     NAME = "sintel"
     SPLITS = ("test",)
+    # GP2 eval cap: saic-vul/geometry-preserving-de datasets/validation_datasets.py:108 (SintelDataset)
+    MAX_DEPTH = 72.0
     LAYOUT = (
         "<root>/training/\n"
         "  final/<scene>/frame_0001.png      (or clean/)\n"
@@ -557,6 +562,8 @@ class ETH3DReader(DepthReader):
 
     NAME = "eth3d"
     SPLITS = ("test",)
+    # GP2 eval cap: saic-vul/geometry-preserving-de datasets/validation_datasets.py:201 (ETH3DDataset)
+    MAX_DEPTH = 72.0
     DEPTH_DIRS = ("ground_truth_depth", "ground_truth_masked_depth")
     LAYOUT = (
         "<root>/<scene>/\n"
