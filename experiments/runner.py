@@ -411,6 +411,9 @@ def _train(cfg: DictConfig) -> dict:
         )
         trainer = build_trainer(cfg, run_dir, logger, [checkpoint])
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        # last.ckpt is the model metrics.json scores, also when max_steps stopped training mid-epoch (the
+        # checkpoint callback saves at validation ends only, so last.ckpt could be epochs behind)
+        trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"), weights_only=False)
         result = {"run_dir": str(run_dir), "experiment": cfg.experiment, "monitor": monitor}
         result.update(_final_metrics(cfg, trainer, model, datamodule))
         result["best_checkpoint"] = checkpoint.best_model_path or None

@@ -288,3 +288,20 @@ def test_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
     f.write_text("mine")
     assert main(["train", "gp2_synthetic", *tiny(f, "logger=csv")]) == 2
     assert "is a file, not a directory" in capsys.readouterr().err and f.read_text() == "mine"
+
+
+def test_last_checkpoint_is_the_scored_model_when_max_steps_stops_mid_epoch(tmp_path):
+    """16 samples / batch 4 = 4 steps an epoch; max_steps=6 stops in the middle of epoch 1. last.ckpt must
+    hold step 6, so that evaluating it reproduces the final metrics."""
+    run = tmp_path / "run"
+    result = train(compose("gp2_synthetic", tiny(run, "logger=csv", "trainer.max_steps=6", epochs=-1)))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)
+    assert result["global_step"] == ckpt["global_step"] == 6
+    ev = evaluate(
+        compose(
+            "gp2_synthetic",
+            tiny(tmp_path / "e", "logger=csv", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"),
+        )
+    )
+    for key, value in result["val"].items():
+        assert ev["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
