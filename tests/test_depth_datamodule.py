@@ -96,6 +96,7 @@ def test_datamodule_mixed_batches_and_seeded_flip():
         for i, name in enumerate(batch["name"]):
             source, index = _dataset_of(name), int(name.split("/")[2])
             ref = center_crop_resize(plain[source][index], (16, 16))
+            # exact on purpose: the same transform of the same sample in one process, or its mirror copy
             if torch.equal(batch["image"][i], ref["image"]):
                 continue
             flipped = hflip(ref)
@@ -168,6 +169,7 @@ def test_collate_pads_ordinal_and_marks_missing_intrinsics():
     ]
     assert batch["ordinal"].shape == (3, 3, 5)
     assert batch["ordinal_valid"].tolist() == [[True] * 3, [False] * 3, [True, False, False]]
+    # collate copies stored values (integer-valued pixels): exact
     assert torch.equal(batch["ordinal"][0], torch.arange(1, 16, dtype=torch.float32).reshape(3, 5))
     assert torch.equal(batch["ordinal"][2, 0], torch.arange(1, 6, dtype=torch.float32))
     assert (batch["ordinal"][2, 1:] == 0).all() and (batch["ordinal"][1] == 0).all()
