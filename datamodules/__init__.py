@@ -13,9 +13,11 @@ Generic machinery shared by every family:
   base.py          `MixedDataModule`: the LightningDataModule a family subclasses (transforms + collate)
   seeding.py       `stable_seed`
   registry.py      the `READERS` and `DATAMODULES` registries
-Families: depth/ (readers, synthetic scenes, `DepthDataModule`).
+Families: depth/ (readers, synthetic scenes, `DepthDataModule`); category/ (TTP: CUB, PASCAL3D+, the
+synthetic deformable category, `CategoryDataModule`).
 """
 
+import datamodules.category  # noqa: F401  (registers the category readers and datamodule)
 import datamodules.depth  # noqa: F401  (registers the depth readers and datamodule)
 from datamodules.registry import DATAMODULES, READERS
 

@@ -31,7 +31,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.entries import build_entries, check_entries, entry_name
+from datamodules.entries import build_entries, check_entries, entry_name, with_root_dir
 from datamodules.eval_loaders import eval_loaders, replicas
 from datamodules.mixing import MixedBatchSampler, MixedDataset
 from datamodules.schema import get_schema
@@ -46,6 +46,8 @@ class MixedDataModule(pl.LightningDataModule):
         num_workers, pin_memory: DataLoader options.
         seed: seed of the train order and augmentation.
         check_files: in `setup`, check that every file the readers list exists and is non-empty.
+        root_dir: folder that the entries' relative `root`s are relative to (e.g. the data folder that holds
+            every dataset: `data.root_dir=/datasets`); None = the working directory.
     Subclasses set `SCHEMA` and implement `wrap` and `collate`.
     """
 
@@ -61,6 +63,7 @@ class MixedDataModule(pl.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         check_files: bool = True,
+        root_dir: str | None = None,
     ):
         super().__init__()
         get_schema(self.SCHEMA)  # a subclass without a known SCHEMA is a programming error
@@ -74,10 +77,13 @@ class MixedDataModule(pl.LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
         owner = type(self).__name__
-        self.train_entries = check_entries(train, "train", self.SCHEMA, owner)
-        self.val_entries = check_entries(val, "val", self.SCHEMA, owner)
+        self.root_dir = root_dir
+        self.train_entries = with_root_dir(check_entries(train, "train", self.SCHEMA, owner), root_dir)
+        self.val_entries = with_root_dir(check_entries(val, "val", self.SCHEMA, owner), root_dir)
         self.test_entries = (
-            check_entries(test, "test", self.SCHEMA, owner) if test is not None else list(self.val_entries)
+            with_root_dir(check_entries(test, "test", self.SCHEMA, owner), root_dir)
+            if test is not None
+            else list(self.val_entries)
         )
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.pin_memory, self.check_files = pin_memory, bool(check_files)

@@ -10,6 +10,7 @@ attribute `SCHEMA`, see `datamodules.schema`). `build_entries` opens the readers
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -23,6 +24,19 @@ SPLITS = ("train", "val", "test")
 def entry_name(split: str, index: int, entry: Mapping[str, Any]) -> str:
     """How errors name an entry: `data.<split>[<index>] (<reader>)`."""
     return f"data.{split}[{index}] ({entry.get('reader', '?')})"
+
+
+def with_root_dir(entries: list[dict[str, Any]], root_dir: str | None) -> list[dict[str, Any]]:
+    """The entries with every relative `root` joined to `root_dir` (absolute roots and entries without a
+    root unchanged); None leaves them as they are (relative to the working directory)."""
+    if root_dir is None:
+        return entries
+    return [
+        {**e, "root": str(Path(root_dir) / e["root"])}
+        if isinstance(e.get("root"), (str, Path)) and not Path(e["root"]).is_absolute()
+        else e
+        for e in entries
+    ]
 
 
 def _check_split(split: str) -> None:

@@ -10,8 +10,11 @@ Shapes are per sample (the datamodule's collate adds the batch dimension B):
   "absolute"); `valid` (1, H, W) bool; `depth_type` one of `losses.depth.DEPTH_TYPES`; `name` str.
   Optional: `intrinsics` (3, 3) in 0-based pixels; `ordinal` (M, 5) (yA, xA, yB, xB, rel) 0-based pixels,
   rel +1 when A is farther and -1 when nearer; `max_depth` float metres.
-- "category" (TTP): `image` (3, H, W); `mask` (1, H, W); `keypoints` (K, 3) 0-based pixel x, y in the
-  original image and visibility; `bbox` (4,) 0-based pixels x1, y1, x2, y2; `name`. Optional: `sfm_pose`.
+- "category" (TTP): `image` (3, H, W); `keypoints` (K, 3) 0-based pixel x, y in the original image and
+  visibility; `bbox` (4,) 0-based pixels x1, y1, x2, y2; `name`. Optional: `mask` (1, H, W) (PASCAL3D+
+  ships none: a reader without a configured mask source leaves it out, and the losses that need it say so),
+  `sfm_pose` (7,) CMR's (s, tx, ty, qw, qx, qy, qz), `cad_index` (PASCAL3D+'s 1-based CAD model), and the
+  synthetic category's ground truth (`true_*`).
 - "point_cloud": `image` (3, H, W); `mask` (1, H, W); `pose` (2,) azimuth, elevation in radians; `points`
   (P, 3) ground truth; `name`.
 """
@@ -34,7 +37,20 @@ SCHEMAS: dict[str, Schema] = {
     "depth": Schema(
         "depth", ("image", "depth", "valid", "depth_type", "name"), ("intrinsics", "ordinal", "max_depth")
     ),
-    "category": Schema("category", ("image", "mask", "keypoints", "bbox", "name"), ("sfm_pose",)),
+    "category": Schema(
+        "category",
+        ("image", "keypoints", "bbox", "name"),
+        (
+            "mask",
+            "sfm_pose",
+            "cad_index",
+            "true_rotation",
+            "true_scale",
+            "true_translation",
+            "true_verts",
+            "true_coeffs",
+        ),
+    ),
     "point_cloud": Schema("point_cloud", ("image", "mask", "pose", "points", "name"), ()),
 }
 """Schema name -> its keys; the names are the values of the readers' and datamodules' `SCHEMA`."""

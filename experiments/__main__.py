@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = runner.train(cfg) if ns.command == "train" else runner.evaluate(cfg)
             if runner.global_rank() == 0:
-                print("\n" + runner.summary(result), flush=True)
+                print("\n" + runner.summary(result, cfg), flush=True)
             return 0
         if ns.command == "sweep":
             from experiments.sweep import main as sweep_main

@@ -448,23 +448,37 @@ def _eval_model(cfg: DictConfig, src: Path) -> pl.LightningModule:
         return model_cls.load_from_checkpoint(str(src), map_location="cpu", weights_only=True, **kwargs)
 
 
+def _released_weights(cfg: DictConfig, model_cls: type) -> str | None:
+    """The model.* key of a released-weights file set in the config (FamilyModule.RELEASED_WEIGHTS), if any."""
+    keys = [k for k in family_attr(model_cls, "RELEASED_WEIGHTS") or () if cfg.model.get(k) is not None]
+    return keys[0] if keys else None
+
+
 def _evaluate(cfg: DictConfig) -> dict:
-    if cfg.ckpt_path is None or cfg.ckpt_path == "last" and cfg.run_dir is None:
-        raise ConfigError("eval needs ckpt_path=PATH/TO.ckpt (or run_dir=RUN ckpt_path=last)")
-    src = Path(cfg.run_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    with setup_errors("config"):
+        model_cls = registered_class(cfg, "model")
+    released = _released_weights(cfg, model_cls) if cfg.ckpt_path is None else None
+    if released is None and (cfg.ckpt_path is None or cfg.ckpt_path == "last" and cfg.run_dir is None):
+        alt = "".join(f", or model.{k}=FILE" for k in family_attr(model_cls, "RELEASED_WEIGHTS") or ())
+        raise ConfigError(f"eval needs ckpt_path=PATH/TO.ckpt (or run_dir=RUN ckpt_path=last{alt})")
+    if released is not None:
+        src = Path(cfg.model[released])
+    else:
+        src = Path(cfg.run_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     with setup_errors("config"):
         check_classes(cfg)
     eval_cfg = cfg.copy()
     with open_dict(eval_cfg):  # config.yaml records the checkpoint that was evaluated
         eval_cfg.run_dir = None if cfg.ckpt_path == "last" else cfg.run_dir
-        eval_cfg.ckpt_path = str(src)
+        eval_cfg.ckpt_path = None if released is not None else str(src)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     # only the evaluation splits are opened: the training datasets need not be on this machine
     datamodule = build_datamodule(cfg, "validate")
     if cfg.test_after_fit:
         with setup_errors(f"data ({cfg.data.name})"):
             datamodule.setup("test")
-    model = _eval_model(cfg, src)
+    # a released-weights file: the model is built from its config (every model.* key applies)
+    model = build_model(cfg) if released is not None else _eval_model(cfg, src)
     run_dir, _ = _prepare(eval_cfg, "eval")
     with marked_on_failure(run_dir, command_line(cfg, "eval")):
         logger = build_logger(eval_cfg, run_dir)
@@ -479,7 +493,9 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def summary(result: dict) -> str:
+def summary(result: dict, cfg: DictConfig | None = None) -> str:
+    """What train / eval print at the end: the run directory, every metric, and (given the run's config)
+    the family's paper tables (FamilyModule.paper_tables)."""
     lines = [f"run directory: {result['run_dir']}"]
     for split in ("val", "test"):
         if result.get(split):
@@ -487,4 +503,7 @@ def summary(result: dict) -> str:
             lines += [f"  {k:<36s} {_fmt(v)}" for k, v in result[split].items()]
     if result.get("best_checkpoint"):
         lines.append(f"best checkpoint: {result['best_checkpoint']}")
+    if cfg is not None:
+        for table in family_attr(registered_class(cfg, "model"), "paper_tables")(result):
+            lines += ["", table]
     return "\n".join(lines)

@@ -17,6 +17,11 @@ GP2 (Romanov et al. 2020, arXiv 2009.12419; official eval `saic-vul/geometry-pre
   usual fraction of good pixels is "delta1" (and "delta2", "delta3" for 1.25^2, 1.25^3);
 - DIW is scored by WHDR (`WHDR`), the percentage of ordinal pairs whose predicted order is wrong.
 
+Not GP2's, for its Fig. 3 question (does the prediction get the disparity shift right?): "disp_shift" fits
+the true disparity 1 / t by a least-squares scale and shift of the *unaligned* predicted disparity,
+`1 / t ~ s p + b`, and reports `100 |b| / mean(1 / t)`, the share (%) of the true mean disparity that the
+network's shift error accounts for; 0 for a prediction that is right up to scale, whatever the alignment.
+
 NaN-aware: a diverged prediction never scores well. A valid pixel whose prediction is NaN or infinite
 (before or after the alignment) is a bad pixel for delta125_bad, not a good one for delta1..3, and makes
 its image's absrel / log10 / rmse / si_log (hence their means) NaN; "nonfinite" reports the percentage of
@@ -55,6 +60,7 @@ METRIC_NAMES = (
     "rmse",
     "si_log",
     "nonfinite",
+    "disp_shift",
 )
 
 
@@ -116,7 +122,8 @@ def per_image_depth_metrics(
     Args:
         pred_depth, target_depth: `(B, 1, H, W)` positive at valid pixels; valid: `(B, 1, H, W)` bool.
     Returns:
-        `(B, len(METRIC_NAMES))`; rows of images without valid pixels are 0.
+        `(B, len(METRIC_NAMES) - 1)`, every metric but "disp_shift" (`per_image_disparity_shift`, which
+        needs the unaligned prediction); rows of images without valid pixels are 0.
         delta125_bad in percent, delta1..3 as fractions, si_log = sqrt(var(log p - log t)) (Eigen et al.),
         nonfinite = percent of valid pixels whose prediction is not a finite positive depth.
     A valid pixel whose predicted depth is NaN, +-inf or <= 0 is a wrong answer, never a dropped one: it is
@@ -156,6 +163,34 @@ def per_image_depth_metrics(
         100.0 * mean(broken.to(p.dtype)),
     ]
     return torch.stack(cols, dim=1)
+
+
+def per_image_disparity_shift(
+    pred_log_disp: torch.Tensor, target_depth: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """`100 |b| / mean(1 / t)` per image, where `1 / t ~ s p + b` is the least-squares fit of the true
+    disparity by the predicted one over the valid pixels (see the module docstring, "disp_shift").
+
+    Args:
+        pred_log_disp, target_depth: `(B, 1, H, W)`; valid: `(B, 1, H, W)` bool (target depth > 0 there).
+    Returns:
+        `(B,)`; 0 for an image without valid pixels, NaN for one with a non-finite prediction at a valid
+        pixel. Invariant to the prediction's scale (a shift of its log-disparity).
+    """
+    finite = torch.isfinite(pred_log_disp)
+    fit = valid & finite
+    log_disp = torch.where(finite, pred_log_disp, torch.zeros_like(pred_log_disp))
+    log_disp = log_disp - masked_median(log_disp, fit)[:, None, None, None]  # scale-free, no overflow
+    disp = log_disp.exp()
+    ok = fit & torch.isfinite(disp)
+    target_disp = torch.where(valid, target_depth, torch.ones_like(target_depth)).reciprocal()
+    shift = align_lstsq_scale_shift(disp, target_disp, ok).shift  # (B,)
+    B = valid.shape[0]
+    w = valid.reshape(B, -1).to(disp.dtype)
+    mean_t = (target_disp.reshape(B, -1) * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+    rel = 100.0 * shift.abs() / torch.where(mean_t > 0, mean_t, torch.ones_like(mean_t))
+    broken = (valid & ~ok).flatten(1).any(dim=1)
+    return torch.where(broken, torch.full_like(rel, float("nan")), rel)
 
 
 class DepthMetrics(Metric):
@@ -213,7 +248,9 @@ class DepthMetrics(Metric):
         if self.max_depth is not None:  # strictly below the cap (GP2 masks depth >= cap_max)
             valid = valid & (target_depth < self.max_depth)
         pred = align_prediction(pred_log_disp.detach(), target_depth, valid, self.alignment, self.max_depth)
-        per_image = per_image_depth_metrics(pred, target_depth, valid)  # (B, K)
+        per_image = per_image_depth_metrics(pred, target_depth, valid)  # (B, K - 1)
+        shift = per_image_disparity_shift(pred_log_disp.detach(), target_depth, valid)  # (B,)
+        per_image = torch.cat([per_image, shift[:, None]], dim=1)  # (B, K)
         counted = valid.flatten(1).sum(dim=1) >= max(self.min_valid_pixels, 1)  # (B,)
         per_image = torch.where(counted[:, None], per_image, torch.zeros_like(per_image))
         self.sums += per_image.sum(dim=0).to(self.sums.dtype)

@@ -43,9 +43,19 @@ class FamilyModule(pl.LightningModule):
     MONITOR_MODE: str = "min"
     EVAL_SETTINGS: tuple[str, ...] = ()
     INIT_ONLY: tuple[str, ...] = ()
+    # constructor arguments that load *every* weight of the model (e.g. a paper's released file): `eval`
+    # without ckpt_path builds the model from its config when one of them is set
+    RELEASED_WEIGHTS: tuple[str, ...] = ()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         check_finite_loss(self.trainer, outputs)
+
+    @classmethod
+    def paper_tables(cls, result: dict) -> list[str]:
+        """Tables in the layout of the family's paper from a finished run's result (metrics.json's content:
+        "val" and "test" dicts of logged metrics), printed after `train` / `eval`'s summary; [] when the
+        run has none of the paper's datasets."""
+        return []
 
 
 class DivergedError(FloatingPointError):

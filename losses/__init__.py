@@ -5,6 +5,9 @@ Depends on torch and `geometry` only (no Lightning, no datamodules), so `from lo
             shift-invariant variants, MiDaS disparity normalization, the scale-invariant (SI) and
             scale-and-shift-invariant (SSI) terms, Chen et al. 2016's ordinal ranking loss, the per-sample
             mixture by depth type and its module GP2Loss; DEPTH_TYPES, DENSE_DEPTH_TYPES, LOSS_KINDS
+    ttp     To The Point (Kokkinos and Kokkinos 2021): silhouette consistency / coverage, mask L1, cycle,
+            visibility, equivariance and flip terms, keypoint reprojection, ARAP on the mesh and the basis,
+            deformation L2, pixel and LPIPS texture losses; DEFAULT_WEIGHTS of the official training command
 """
 
 from losses.depth import (
@@ -26,6 +29,36 @@ from losses.depth import (
     si_loss,
     ssi_loss,
 )
+from losses.ttp import (
+    DEFAULT_WEIGHTS,
+    EQUIVARIANCE_RANGES,
+    LPIPS_TRUNK_FILES,
+    LPIPSTextureLoss,
+    arap_basis,
+    arap_deformed,
+    cycle_loss,
+    deformation_l2,
+    edge_length_consistency,
+    equivariance_loss,
+    flip_equivariance_loss,
+    flip_images,
+    flip_points,
+    flip_rotation_loss,
+    keypoint_reprojection,
+    mask_distance_transform,
+    mask_l1,
+    mask_pixel_points,
+    mirror_camera,
+    mirror_rotation,
+    points_in_mask,
+    random_affine,
+    silhouette_consistency,
+    silhouette_coverage,
+    texture_pixel_loss,
+    visibility_loss,
+    warp_images,
+    warp_points,
+)
 
 __all__ = [
     "DENSE_DEPTH_TYPES",
@@ -45,4 +78,32 @@ __all__ = [
     "si_l2_loss",
     "si_loss",
     "ssi_loss",
+    "DEFAULT_WEIGHTS",
+    "EQUIVARIANCE_RANGES",
+    "LPIPS_TRUNK_FILES",
+    "LPIPSTextureLoss",
+    "arap_basis",
+    "arap_deformed",
+    "cycle_loss",
+    "deformation_l2",
+    "edge_length_consistency",
+    "equivariance_loss",
+    "flip_equivariance_loss",
+    "flip_images",
+    "flip_points",
+    "flip_rotation_loss",
+    "keypoint_reprojection",
+    "mask_distance_transform",
+    "mask_l1",
+    "mask_pixel_points",
+    "mirror_camera",
+    "mirror_rotation",
+    "points_in_mask",
+    "random_affine",
+    "silhouette_consistency",
+    "silhouette_coverage",
+    "texture_pixel_loss",
+    "visibility_loss",
+    "warp_images",
+    "warp_points",
 ]

@@ -322,3 +322,119 @@ def write_folder(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) -
     (test / "d.json").write_text(json.dumps({"depth_type": "absolute"}))
     out.update(a=(a_img, a_mm), b=(b_img, b_depth), c=(c_img, c_disp), d=(d_img, d_raw))
     return out
+
+
+# ------------------------------------------------- evaluation layouts (datamodules/depth/readers_eval.py)
+
+# float32 values around GP2's caps: exactly the cap (invalid), the float32 just below it (valid), above it
+TUM_HDF5_CAP = 10.0
+
+
+def write_tum_hdf5(root: Path, rng: np.random.Generator, h: int = 6, w: int = 8) -> dict:
+    """Three MannequinChallenge TUM files `<name>.jpg.h5`, written out of name order: `/gt/img_1` (H, W, 3)
+    float32 in [0, 1] (as MannequinChallenge), float32 in [0, 255] and uint8, `/gt/gt_depth` (H, W) float32 metres with
+    0, 5e-9 (below GP2's 1e-8), NaN, exactly 10 (the cap), the float32 just below 10 and 12 in row 0,
+    `/gt/intrinsic` (3, 3) for the first two only, and a `/gt/human_mask` that the reader ignores.
+    Returns {name: (image as stored, depth, K or None)}."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for i, name in enumerate(("ZL1tYG0uZu4_10500000.jpg", "ZL1tYG0uZu4_10366667.jpg", "a0b1c2_00000001.jpg")):
+        img = rng_image(rng, h, w)
+        stored = (img.astype(np.float32) / 255.0, img.astype(np.float32), img)[i]  # [0, 1], [0, 255], uint8
+        depth = rng.uniform(0.5, 9.5, size=(h, w)).astype(np.float32)
+        depth[0, :6] = [0.0, 5e-9, np.nan, TUM_HDF5_CAP, np.nextafter(np.float32(10.0), np.float32(0)), 12.0]
+        k = None if i == 2 else np.array([[500.0 + i, 0, 255.5], [0, 501.0, 191.5], [0, 0, 1]], np.float32)
+        with h5py.File(root / f"{name}.h5", "w") as f:
+            gt = f.create_group("gt")
+            gt.create_dataset("img_1", data=stored)
+            gt.create_dataset("gt_depth", data=depth)
+            gt.create_dataset("human_mask", data=np.zeros((h, w), np.float32))
+            if k is not None:
+                gt.create_dataset("intrinsic", data=k)
+        out[name] = (stored, depth, k)
+    return out
+
+
+# PINHOLE camera of the ETH3D undistorted DSLR images, calibrated at 4x the depth maps' size
+ETH3D_GP2_CAM = (3408.59, 3408.87, 3117.24, 2064.07)
+
+
+def write_eth3d_gp2(
+    root: Path, rng: np.random.Generator, h: int = 6, w: int = 8, image_scale: int = 1, depth_bits: int = 16
+) -> dict:
+    """GP2's eth3d.zip layout: scenes courtyard (2 images) and pipes (1), JPEG images `images_out/
+    dslr_images_undistorted/<name>.JPG` of one uniform colour each, at `image_scale` x the depth size, and
+    16-bit millimetre PNGs `depth/dslr_images_undistorted/<name>.png` with 0 at (0, 0), 5000 (5 m) at (0, 1)
+    and 65535 at (0, 2). courtyard also has `dslr_calibration_undistorted/` (a PINHOLE camera at 4x the depth
+    size). depth_bits=8 writes 8-bit depth PNGs instead (values clipped to 255), a corrupt variant.
+    Returns {"<scene>/<stem>": (colour (3,) uint8, depth in mm)}."""
+    out = {}
+    for scene, names in (("pipes", ["DSC_0634.JPG"]), ("courtyard", ["DSC_0287.JPG", "DSC_0286.JPG"])):
+        s = root / scene
+        for name in names:
+            colour = rng.integers(0, 256, size=3, dtype=np.uint8)
+            img = np.broadcast_to(colour, (h * image_scale, w * image_scale, 3)).copy()
+            save_rgb(s / "images_out" / "dslr_images_undistorted" / name, img, "JPEG")
+            mm = rng.integers(1, 60000, size=(h, w)).astype(np.uint16)
+            mm[0, :3] = [0, 5000, 65535]
+            depth_path = s / "depth" / "dslr_images_undistorted" / f"{Path(name).stem}.png"
+            if depth_bits == 8:
+                mm = np.clip(mm, 0, 255).astype(np.uint8)
+                save_png8(depth_path, mm)
+            else:
+                save_png16(depth_path, mm)
+            out[f"{scene}/{Path(name).stem}"] = (colour, mm)
+        if scene == "courtyard":
+            calib = s / "dslr_calibration_undistorted"
+            calib.mkdir(parents=True)
+            fx, fy, cx, cy = ETH3D_GP2_CAM
+            (calib / "cameras.txt").write_text(
+                f"# CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n0 PINHOLE {4 * w} {4 * h} {fx} {fy} {cx} {cy}\n"
+            )
+            lines = ["# IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME"]
+            for i, name in enumerate(names):
+                lines += [f"{i + 1} 1 0 0 0 0 0 0 0 dslr_images_undistorted/{name}", ""]
+            (calib / "images.txt").write_text("\n".join(lines) + "\n")
+    return out
+
+
+KITTI_SELECTION_K = [721.5377, 0.0, 596.5593, 0.0, 721.5377, 149.854, 0.0, 0.0, 1.0]
+
+
+def write_kitti_selection(
+    root: Path, rng: np.random.Generator, h: int = 6, w: int = 8, depth_bits: int = 16
+) -> dict:
+    """`<root>/depth_selection/val_selection_cropped/{image,groundtruth_depth,velodyne_raw,intrinsics}/` with
+    three frames (two drives, image_02 and image_03), written out of name order. Ground truth: uint16 with 0
+    at (0, 0), 80 * 256 (exactly the 80 m cap) at (0, 1), 80 * 256 - 1 at (0, 2); velodyne scans sparse
+    (about a third non-zero); intrinsics one line of 9 `%e` floats, fx = 721.5377 + the frame's index.
+    depth_bits=8 writes every depth PNG as 8-bit, a corrupt variant.
+    Returns {"<drive>_<frame>_<cam>": (image, ground truth, velodyne, K (3, 3))}."""
+    base = root / "depth_selection" / "val_selection_cropped"
+    out = {}
+    frames = (
+        ("2011_09_28_drive_0001_sync", "0000000012", "image_02"),
+        ("2011_09_26_drive_0002_sync", "0000000005", "image_03"),
+        ("2011_09_26_drive_0002_sync", "0000000005", "image_02"),
+    )
+    for i, (drive, frame, cam) in enumerate(frames):
+        img = rng_image(rng, h, w)
+        gt = rng.integers(1, 80 * 256, size=(h, w)).astype(np.uint16)
+        gt[0, :3] = [0, 80 * 256, 80 * 256 - 1]
+        velo = np.where(rng.uniform(size=(h, w)) < 0.33, rng.integers(256, 90 * 256, size=(h, w)), 0)
+        velo[1, 1] = 300  # at least one point above 255
+        k = np.array(KITTI_SELECTION_K).reshape(3, 3)
+        k[0, 0] += i
+        save_rgb(base / "image" / f"{drive}_image_{frame}_{cam}.png", img)
+        for sub, arr in (("groundtruth_depth", gt), ("velodyne_raw", velo)):
+            path = base / sub / f"{drive}_{sub}_{frame}_{cam}.png"
+            if depth_bits == 8:
+                save_png8(path, np.clip(arr, 0, 255))
+            else:
+                save_png16(path, arr)
+        (base / "intrinsics").mkdir(parents=True, exist_ok=True)
+        (base / "intrinsics" / f"{drive}_image_{frame}_{cam}.txt").write_text(
+            " ".join(f"{v:e}" for v in k.reshape(-1)) + "\n"
+        )
+        out[f"{drive}_{frame}_{cam}"] = (img, gt, velo.astype(np.uint16), k)
+    return out

@@ -15,13 +15,16 @@ from depth_format_writers import (
     write_diml,
     write_diw,
     write_eth3d,
+    write_eth3d_gp2,
     write_folder,
     write_kitti,
+    write_kitti_selection,
     write_megadepth,
     write_nyu,
     write_redweb,
     write_sintel,
     write_tum,
+    write_tum_hdf5,
 )
 from torch.utils.data import Dataset
 
@@ -30,7 +33,7 @@ from datamodules.base import MixedDataModule
 from datamodules.depth import io as depth_io
 from datamodules.depth.datamodule import DepthDataModule
 from datamodules.depth.readers_base import DepthReader
-from datamodules.entries import build_entries, check_entries
+from datamodules.entries import build_entries, check_entries, with_root_dir
 from datamodules.eval_loaders import eval_sampler, replicas
 from datamodules.mixing import MixedBatchSampler, MixedDataset, TransformedDataset, split_key
 from datamodules.readers_base import Reader
@@ -346,6 +349,30 @@ def test_eval_setup_does_not_open_the_training_data(tmp_path):
         dm.setup("fit")
 
 
+def test_root_dir_roots_relative_entries_only(tmp_path):
+    """data.root_dir is the folder of the entries' relative roots; absolute roots and root-less entries keep
+    theirs, and the datamodule reads the files under root_dir."""
+    rng = np.random.default_rng(0)
+    write_diml(tmp_path / "data" / "diml", rng)
+    entries = [{"reader": "diml", "root": "diml"}, {"reader": "diml", "root": str(tmp_path)}, {"reader": "x"}]
+    got = with_root_dir(entries, str(tmp_path / "data"))
+    assert got == [
+        {"reader": "diml", "root": str(tmp_path / "data" / "diml")},
+        {"reader": "diml", "root": str(tmp_path)},
+        {"reader": "x"},
+    ]
+    assert entries[0]["root"] == "diml", "the config's entries are not modified"
+    assert with_root_dir(entries, None) is entries
+    relative = {**_diml_entry(tmp_path / "data" / "diml"), "root": "diml"}
+    dm = DepthDataModule(train=[relative], val=[relative], batch_size=2, root_dir=str(tmp_path / "data"))
+    dm.setup("validate")
+    assert len(dm.val_sets[0]) > 0
+    with pytest.raises(FileNotFoundError, match="elsewhere"):
+        DepthDataModule(
+            train=[relative], val=[relative], batch_size=2, root_dir=str(tmp_path / "elsewhere")
+        ).setup("validate")
+
+
 WRITERS = {
     "nyu": (write_nyu, "test", 1),
     "kitti": (write_kitti, "test", None),
@@ -357,6 +384,9 @@ WRITERS = {
     "megadepth": (write_megadepth, "train", 6),
     "redweb": (write_redweb, "train", 4),
     "folder": (write_folder, "val", 4),
+    "tum_hdf5": (write_tum_hdf5, "test", 3),
+    "eth3d_gp2": (write_eth3d_gp2, "test", 6),
+    "kitti_selection": (write_kitti_selection, "val", 9),
 }
 
 

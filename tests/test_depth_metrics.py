@@ -164,6 +164,26 @@ def test_disparity_shift_needs_lstsq():
     assert med["absrel"] > 1e-2, f"median alignment should not remove a shift: {med}"
 
 
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_disp_shift_is_the_relative_shift_of_the_prediction(alignment):
+    """A prediction k / z + c has shift |c| / (k mean(1 / z)) of the true mean disparity, whatever the
+    alignment; a prediction right up to scale has none."""
+    depth, mask, _ = depth_batch()
+    k, c = 2.0, 0.3
+    out = metrics_of(alignment, (k / depth + c).log(), depth, mask)
+    expect = [100.0 * c / (k * (1.0 / depth[b][mask[b]]).mean()) for b in range(depth.shape[0])]
+    assert_close(out["disp_shift"], torch.stack(expect).mean(), f"{alignment}: disp_shift")
+    scaled = metrics_of(alignment, -(depth * 7.0).log(), depth, mask)
+    assert abs(scaled["disp_shift"]) < 1e-9, f"{alignment}: {scaled['disp_shift']} for a scaled prediction"
+
+
+def test_disp_shift_nan_for_a_nonfinite_prediction():
+    depth, mask, _ = depth_batch()
+    pred = -depth.log()
+    pred[0, 0, 0, 0] = float("nan")  # a valid pixel (depth_batch keeps (0, 0) valid)
+    assert math.isnan(metrics_of("median_log_disparity", pred, depth, mask)["disp_shift"])
+
+
 def test_per_image_average_differs_from_pixel_pooling():
     t = torch.ones(2, 1, 2, 2, dtype=torch.float64)
     p = t.clone()

@@ -149,6 +149,42 @@ def test_tum(tmp_path, rng):
     assert_close(s["intrinsics"], [[517.3, 0, 318.6], [0, 516.5, 255.3], [0, 0, 1]], "fr1 default", 1e-4)
 
 
+def test_nyu_border_crop_mode_cuts_the_image_as_gp2(tmp_path, rng):
+    """GP2's eval cuts 8 pixels off the image and the depth (img[8:-8, 8:-8]); the principal point moves."""
+    data = write_nyu(tmp_path, rng)
+    masked = READERS["nyu"](root=tmp_path, split="test")[0]
+    cut = READERS["nyu"](root=tmp_path, split="test", raw=True, border_mode="crop")[0]
+    check_schema(cut, "absolute")
+    assert cut["image"].shape == (3, 4, 8), "20x24 minus 8 pixels on each side"
+    assert_close(cut["image"], masked["image"][:, 8:12, 8:16], "cropped image")
+    assert_close(cut["depth"][0], data["raw"][1][8:12, 8:16], "cropped rawDepths of MATLAB index 2")
+    assert torch.equal(cut["valid"][0], torch.from_numpy(data["raw"][1][8:12, 8:16] > 0))
+    k = masked["intrinsics"].clone()
+    k[0, 2] -= 8
+    k[1, 2] -= 8
+    assert_close(cut["intrinsics"], k, "principal point of the crop", atol=1e-4)
+    with pytest.raises(ValueError, match="border_mode"):
+        READERS["nyu"](root=tmp_path, split="test", border_mode="cut")
+    with pytest.raises(ValueError, match="leaves nothing") as err:
+        READERS["nyu"](root=tmp_path, split="test", border_crop=12, border_mode="crop")[0]
+    assert "nyu_depth_v2_labeled.mat" in str(err.value)
+
+
+def test_sintel_reads_gp2_flat_layout(tmp_path, rng):
+    """GP2's evaluation folder holds final/ and depth/ without training/ (and no camdata)."""
+    data = write_sintel(tmp_path / "download", rng)
+    flat = tmp_path / "gp2"
+    flat.mkdir()
+    for sub in ("final", "depth"):
+        os.rename(tmp_path / "download" / "training" / sub, flat / sub)
+    ds = READERS["sintel"](root=flat, split="test")
+    assert [s["name"] for s in ds] == [f"sintel/{k}" for k in data]
+    for s, (img, depth, _) in zip(ds, data.values()):
+        assert_close(s["image"], as_float(img), "final-pass image")
+        assert_close(s["depth"][0], np.where(np.isfinite(depth), depth, 0.0), "dpt depth")
+        assert "intrinsics" not in s, "no camdata_left: no intrinsics"
+
+
 def test_sintel(tmp_path, rng):
     data = write_sintel(tmp_path, rng)
     ds = READERS["sintel"](root=tmp_path, split="test")

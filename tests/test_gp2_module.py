@@ -154,8 +154,8 @@ def test_backbone_outside_the_supported_set_is_refused_before_timm(monkeypatch):
     assert set(network.BACKBONES) == {"mobilenetv2_100", "efficientnet_lite0"} | {
         f"efficientnet_b{i}" for i in range(6)
     }
-    LightWeightRefineNet("efficientnet_b0")  # a supported one still reaches timm
-    assert calls == [("efficientnet_b0",)], calls
+    LightWeightRefineNet("efficientnet_b0")  # a supported one still reaches timm, as GP2's TF-ported encoder
+    assert calls == [("tf_efficientnet_b0",)], calls
 
 
 def test_visualizer_logs_titled_figures_in_eval_runs_without_a_fit(tmp_path):

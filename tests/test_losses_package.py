@@ -8,7 +8,7 @@ import inspect
 
 from helpers import modules_loaded_by
 
-MODULES = ("losses.depth",)
+MODULES = ("losses.depth", "losses.ttp")
 
 
 def _public_names(module) -> set[str]:

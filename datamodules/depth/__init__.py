@@ -4,7 +4,7 @@ Importing this package registers the readers in `datamodules.READERS` and the da
 `datamodules.DATAMODULES["depth"]`.
 """
 
-from datamodules.depth import readers, synthetic  # noqa: F401  (registration)
+from datamodules.depth import readers, readers_eval, synthetic  # noqa: F401  (registration)
 from datamodules.depth.datamodule import DepthDataModule, collate_depth
 from datamodules.depth.synthetic import SyntheticDepth, render_scene
 from datamodules.mixing import MixedBatchSampler

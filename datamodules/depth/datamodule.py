@@ -238,6 +238,7 @@ class DepthDataModule(MixedDataModule):
             "native" (GP2's protocol: the image's shorter side resized to min(image_size), a multiple of 32,
             and the ground truth kept at its own resolution; batches of one dataset must share a size).
         check_files: in `setup`, check that every file the readers list exists and is non-empty.
+        root_dir: folder that the entries' relative `root`s are relative to; None = the working directory.
     """
 
     SCHEMA = "depth"
@@ -256,6 +257,7 @@ class DepthDataModule(MixedDataModule):
         pin_memory: bool = False,
         eval_resize: str = "crop",
         check_files: bool = True,
+        root_dir: str | None = None,
     ):
         if eval_resize not in ("crop", "native"):
             raise ValueError(f"eval_resize must be 'crop' or 'native', got {eval_resize!r}")
@@ -270,6 +272,7 @@ class DepthDataModule(MixedDataModule):
             seed=seed,
             pin_memory=pin_memory,
             check_files=check_files,
+            root_dir=root_dir,
         )
         self.eval_resize = eval_resize
         self.image_size = (int(image_size[0]), int(image_size[1]))

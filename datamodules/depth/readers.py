@@ -57,8 +57,11 @@ class NYUv2Reader(DepthReader):
 
     Args:
         raw: use `rawDepths` (Kinect measurements with holes, 0 = missing) instead of the in-painted `depths`.
-        border_crop: pixels on each side marked invalid (the image keeps its full size); default 8 for
-            the test split and 0 for train.
+        border_crop: pixels on each side left out; default 8 for the test split and 0 for train.
+        border_mode: "mask" marks the border invalid and keeps the full 480x640 image; "crop" cuts it off
+            the image and the depth, as GP2's evaluation does (`img[8:-8, 8:-8]`, `depth[8:-8, 8:-8]`,
+            saic-vul/geometry-preserving-de datasets/validation_datasets.py, NYUDataset.getitem), so that
+            the network sees the 464x624 crop.
     """
 
     NAME = "nyu"
@@ -78,10 +81,16 @@ class NYUv2Reader(DepthReader):
         split: str = "train",
         raw: bool = False,
         border_crop: int | None = None,
+        border_mode: str = "mask",
         max_depth: float | None = _UNSET,
     ):
+        if border_mode not in ("mask", "crop"):
+            raise ValueError(f"nyu: border_mode must be 'mask' or 'crop', got {border_mode!r}")
         self.raw = raw
         self.border_crop = (8 if split == "test" else 0) if border_crop is None else int(border_crop)
+        if self.border_crop < 0:
+            raise ValueError(f"nyu: border_crop must be >= 0 pixels, got {self.border_crop}")
+        self.border_mode = border_mode
         self._h5: h5py.File | None = None
         super().__init__(root, split, max_depth)
 
@@ -132,6 +141,18 @@ class NYUv2Reader(DepthReader):
             raise ValueError(f"cannot read sample {idx} of HDF5 file {self.mat_path}: {err}") from err
         image = rgb_from_array(rgb.transpose(2, 1, 0), f"{self.mat_path}:images[{idx}]")
         h, w = depth.shape
+        b = self.border_crop
+        K = intrinsics_matrix(NYU_FX, NYU_FY, NYU_CX, NYU_CY)
+        extra_valid = border_mask(h, w, b) if b and self.border_mode == "mask" else None
+        if b and self.border_mode == "crop":
+            if 2 * b >= min(h, w):
+                raise ValueError(
+                    f"nyu: border_crop={b} leaves nothing of the {h}x{w} images of {self.mat_path}"
+                )
+            image, depth = image[:, b:-b, b:-b], depth[b:-b, b:-b]
+            K = intrinsics_matrix(
+                NYU_FX, NYU_FY, NYU_CX - b, NYU_CY - b
+            )  # the principal point moves with the crop
         return make_sample(
             image,
             depth,
@@ -139,8 +160,8 @@ class NYUv2Reader(DepthReader):
             f"nyu/{idx + 1:04d}",
             image_path=f"{self.mat_path}:images",
             depth_path=f"{self.mat_path}:{key}",
-            extra_valid=border_mask(h, w, self.border_crop) if self.border_crop else None,
-            intrinsics=intrinsics_matrix(NYU_FX, NYU_FY, NYU_CX, NYU_CY),
+            extra_valid=extra_valid,
+            intrinsics=K,
             max_depth=self.max_depth,
         )
 
@@ -442,10 +463,10 @@ class SintelReader(DepthReader):
     # GP2 eval cap: saic-vul/geometry-preserving-de datasets/validation_datasets.py:108 (SintelDataset)
     MAX_DEPTH = 72.0
     LAYOUT = (
-        "<root>/training/\n"
+        "<root>/training/   (or <root>/ itself, GP2's evaluation folder)\n"
         "  final/<scene>/frame_0001.png      (or clean/)\n"
         "  depth/<scene>/frame_0001.dpt\n"
-        "  camdata_left/<scene>/frame_0001.cam"
+        "  camdata_left/<scene>/frame_0001.cam   (optional: intrinsics)"
     )
 
     def __init__(
@@ -461,7 +482,9 @@ class SintelReader(DepthReader):
         super().__init__(root, split, max_depth)
 
     def _index(self) -> list[tuple[Path, Path, Path]]:
-        train = self.root / "training"
+        # the MPI-Sintel download has training/{final,depth,camdata_left}; GP2's evaluation folder holds
+        # final/ and depth/ directly (saic-vul/geometry-preserving-de README, "Evaluation"): both are read
+        train = self.root / "training" if (self.root / "training").is_dir() else self.root
         image_root = train / self.render_pass
         if not image_root.is_dir() or not (train / "depth").is_dir():
             raise FileNotFoundError(

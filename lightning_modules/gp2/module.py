@@ -27,9 +27,13 @@ from torchmetrics import MeanMetric
 from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
 from lightning_modules.family import MODELS, FamilyModule
 from lightning_modules.gp2.network import LightWeightRefineNet
+from lightning_modules.gp2.official import check_release_name, load_official
 from losses.depth import DENSE_DEPTH_TYPES, GP2Loss
 
 REPORTED = ("delta125_bad", "delta1", "absrel", "log10", "rmse", "nonfinite")  # logged per alignment
+MAIN_ONLY = (
+    "disp_shift",
+)  # alignment-independent (depth_metrics' docstring): logged once, as <split>/disp_shift
 
 
 @MODELS.register("gp2")
@@ -38,6 +42,9 @@ class GP2Module(FamilyModule):
 
     Args:
         backbone, pretrained_path, n_chains: see `LightWeightRefineNet`.
+        official_weights: a GP2 release file (mn_lrn4.pth, lite0_lrn4.pth, b0_lrn4.pth ... b5_lrn4.pth) whose
+            weights the whole network starts from (lightning_modules.gp2.official.load_official); it must be
+            the release of `backbone` (with n_chains=4), and replaces pretrained_path. None = not used.
         loss: residual loss of L_SI / L_SSI (losses.depth.LOSS_KINDS; "pairwise_l1" is GP2's).
         si_weight, ssi_weight, ordinal_weight: loss term weights.
         lr, weight_decay: AdamW; scheduler: "cosine" (to 0 over the run) or "none".
@@ -50,7 +57,9 @@ class GP2Module(FamilyModule):
     MONITOR_MODE = "min"
     # taken from the eval config rather than the checkpoint (they change the scoring, not the network)
     EVAL_SETTINGS = ("alignments", "max_depth", "log_images", "log_points")
-    INIT_ONLY = ("pretrained_path",)  # the checkpoint holds every weight: no backbone file at eval
+    # weight files that only initialize: the checkpoint holds every weight, so eval needs neither
+    INIT_ONLY = ("pretrained_path", "official_weights")
+    RELEASED_WEIGHTS = ("official_weights",)  # eval gp2_eval model.official_weights=b0_lrn4.pth, no checkpoint
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class GP2Module(FamilyModule):
         max_depth: float | None = None,
         log_images: int = 4,
         log_points: int = 2048,
+        official_weights: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -78,7 +88,16 @@ class GP2Module(FamilyModule):
             )
         if scheduler not in ("cosine", "none"):
             raise ValueError(f"model.scheduler: expected 'cosine' or 'none', got {scheduler!r}")
-        self.net = LightWeightRefineNet(backbone, pretrained_path, n_chains)
+        if official_weights is None:
+            self.net = LightWeightRefineNet(backbone, pretrained_path, n_chains)
+        else:
+            if pretrained_path is not None:
+                raise ValueError(
+                    "model.official_weights: the release holds the backbone too; set model.pretrained_path "
+                    f"to null (got {pretrained_path!r})"
+                )
+            name = check_release_name(official_weights, backbone, n_chains)
+            self.net = load_official(name, official_weights).train()
         self.criterion = GP2Loss(loss, si_weight, ssi_weight, ordinal_weight)
         self.metrics = (
             nn.ModuleDict()
@@ -96,6 +115,14 @@ class GP2Module(FamilyModule):
         if pred.shape[-2:] != target.shape[-2:]:
             pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
         return pred
+
+    @classmethod
+    def paper_tables(cls, result: dict) -> list[str]:
+        """GP2's README table (lightning_modules/gp2/tables.py) when the run was tested on its datasets."""
+        from lightning_modules.gp2.tables import gp2_readme_table
+
+        table = gp2_readme_table(result.get("test") or {})
+        return [f"GP2 README table (saic-vul/geometry-preserving-de):\n{table}"] if table else []
 
     def configure_callbacks(self) -> list[pl.Callback]:
         from lightning_modules.gp2.callbacks import DepthVisualizer
@@ -174,7 +201,7 @@ class GP2Module(FamilyModule):
                 sets[a].reset()
                 if vals["num_images"] == 0:
                     continue
-                for name in REPORTED:
+                for name in REPORTED + (MAIN_ONLY if a == main else ()):
                     k = f"{prefix}/{name}" if a == main else f"{prefix}/{a}/{name}"
                     out[k] = vals[name].float()
                     if a == main:
@@ -192,7 +219,7 @@ class GP2Module(FamilyModule):
                 per_loader.append(main_vals)
         if len(keys) > 1:
             out[f"{split}/loss"] = torch.stack(losses).mean()
-            for name in REPORTED if per_loader else ():
+            for name in REPORTED + MAIN_ONLY if per_loader else ():
                 out[f"{split}/{name}"] = torch.stack([d[name] for d in per_loader]).mean()
         # compute() already synchronized the states across ranks: every rank logs the same values.
         self.log_dict(out, sync_dist=False, add_dataloader_idx=False)
