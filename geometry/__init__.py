@@ -15,6 +15,8 @@ Depends on torch (numpy/scipy for file I/O and exact EMD) and on nothing else of
                   global rotation fit
     mesh, mesh_io, mesh_losses, voxel   ico_sphere, .obj, Laplacians, smoothing/edge/normal/ARAP losses,
                   normals, subdivision, surface sampling, voxelization and 3D IoU
+    ttp_layer     TTP's differentiable camera-and-deformation fit (fit_camera_and_deformation): batched
+                  Gauss-Newton on SO(3) or the paper's L-BFGS, implicit gradients, closed-form ridge (Eq. 7)
     backend       "torch" or "pytorch3d" for the rasterizers and knn
 """
 
@@ -118,6 +120,7 @@ from geometry.rotations import (
     so3_relative_angle,
     so3_rotation_angle,
 )
+from geometry.ttp_layer import TTPFit, fit_camera_and_deformation, weak_perspective_scale
 from geometry.voxel import voxel_iou, voxelize_mesh
 
 __all__ = [name for name in dir() if not name.startswith("_") and name not in ("annotations",)]
