@@ -14,11 +14,13 @@ Generic machinery shared by every family:
   seeding.py       `stable_seed`
   registry.py      the `READERS` and `DATAMODULES` registries
 Families: depth/ (readers, synthetic scenes, `DepthDataModule`); category/ (TTP: CUB, PASCAL3D+, the
-synthetic deformable category, `CategoryDataModule`).
+synthetic deformable category, `CategoryDataModule`); pointcloud/ (SSL point clouds: ShapeNet DRC
+renderings, Pix3D, procedural object classes, `PointCloudDataModule`).
 """
 
 import datamodules.category  # noqa: F401  (registers the category readers and datamodule)
 import datamodules.depth  # noqa: F401  (registers the depth readers and datamodule)
+import datamodules.pointcloud  # noqa: F401  (registers the point-cloud readers and datamodule)
 from datamodules.registry import DATAMODULES, READERS
 
 __all__ = ["READERS", "DATAMODULES"]

@@ -4,7 +4,10 @@ Each line below registers one family: its LightningModule (in `MODELS`), and, th
 own imports, its datamodule and readers (in `datamodules.DATAMODULES` / `datamodules.READERS`).
 """
 
-from lightning_modules import gp2  # noqa: F401  (GP2: geometry-preserving depth)
+from lightning_modules import (
+    gp2,  # noqa: F401  (GP2: geometry-preserving depth)
+    ttp,  # noqa: F401  (TTP: correspondence-driven mesh reconstruction)
+)
 from lightning_modules.family import MODELS, FamilyModule
 
 __all__ = ["MODELS", "FamilyModule"]

@@ -38,7 +38,7 @@ from geometry.pointcloud import knn_points
 from geometry.rotations import so3_relative_angle
 
 __all__ = [
-    "DEFAULT_WEIGHTS",
+    "TTP_WEIGHTS",
     "EQUIVARIANCE_RANGES",
     "LPIPS_TRUNK_FILES",
     "LPIPSTextureLoss",
@@ -68,7 +68,7 @@ __all__ = [
     "warp_points",
 ]
 
-DEFAULT_WEIGHTS: dict[str, float] = {
+TTP_WEIGHTS: dict[str, float] = {
     # From the CUB training command of the official README (fkokkinos/to_the_point_3d_reconstruction,
     # README.md "Training on CUB"), flag in brackets; flags the command leaves out take main.py's defaults.
     "mask": 2.0,  # [--mask_loss_wt 2.]           mask_l1

@@ -8,7 +8,7 @@ import inspect
 
 from helpers import modules_loaded_by
 
-MODULES = ("losses.depth", "losses.ttp")
+MODULES = ("losses.depth", "losses.rgpd", "losses.ssl_pointcloud", "losses.ttp")
 
 
 def _public_names(module) -> set[str]:

@@ -15,8 +15,8 @@ from geometry import WeakPerspectiveCameras, arap_energy, axis_angle_to_matrix, 
 from helpers import TOL, assert_close
 from losses import ttp
 from losses.ttp import (
-    DEFAULT_WEIGHTS,
     LPIPS_TRUNK_FILES,
+    TTP_WEIGHTS,
     LPIPSTextureLoss,
     arap_basis,
     arap_deformed,
@@ -435,9 +435,9 @@ def test_deformation_l2_and_weights():
     )
     assert_close(deformation_l2(torch.tensor([[3.0, 4.0]])), torch.tensor(12.5), "coefficients")
     # official README CUB command (a few spot checks of the dict)
-    assert DEFAULT_WEIGHTS["mask"] == 2.0 and DEFAULT_WEIGHTS["arap_deformed"] == 3.0
-    assert DEFAULT_WEIGHTS["deformation_l2"] == 5.0 and DEFAULT_WEIGHTS["arap_basis"] == 0.1
-    assert DEFAULT_WEIGHTS["silhouette_coverage"] == 3.0 and DEFAULT_WEIGHTS["keypoint"] == 0.0
+    assert TTP_WEIGHTS["mask"] == 2.0 and TTP_WEIGHTS["arap_deformed"] == 3.0
+    assert TTP_WEIGHTS["deformation_l2"] == 5.0 and TTP_WEIGHTS["arap_basis"] == 0.1
+    assert TTP_WEIGHTS["silhouette_coverage"] == 3.0 and TTP_WEIGHTS["keypoint"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------- texture
