@@ -59,7 +59,8 @@ class GP2Module(FamilyModule):
     EVAL_SETTINGS = ("alignments", "max_depth", "log_images", "log_points")
     # weight files that only initialize: the checkpoint holds every weight, so eval needs neither
     INIT_ONLY = ("pretrained_path", "official_weights")
-    RELEASED_WEIGHTS = ("official_weights",)  # eval gp2_eval model.official_weights=b0_lrn4.pth, no checkpoint
+    # a GP2 release file holds every weight: eval gp2_eval model.official_weights=b0_lrn4.pth, no checkpoint
+    RELEASED_WEIGHTS = ("official_weights",)
 
     def __init__(
         self,
