@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from geometry.depth_align import check_map, check_map_and_mask, masked_median
+from geometry.depth_align import check_map, check_map_and_mask
 
 DEPTH_TYPES = ("absolute", "uts", "utss_disparity", "ordinal")
 """The depth types of the depth sample schema, defined here once (datamodules import them):
@@ -48,11 +48,58 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_residual(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
-    """Residual r = p - t with masked entries set to 0 (via where on the inputs); returns r, m, N."""
+    """Residual r = p - t with masked entries set to 0 (via where); returns r, m, N."""
     m = _flat(mask)
-    p = torch.where(m, _flat(pred), torch.zeros_like(_flat(pred)))
-    t = torch.where(m, _flat(target), torch.zeros_like(_flat(target)))
-    return p - t, m, m.sum(dim=1)  # (B, P), (B, P), (B,)
+    # where() after the subtraction: a NaN / inf at a masked entry is dropped and gets a zero gradient
+    return torch.where(m, _flat(pred) - _flat(target), 0.0), m, m.sum(dim=1)  # (B, P), (B, P), (B,)
+
+
+def _masked_lower_median(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Lower median (torch.median's convention, as `geometry.masked_median`) of `x` over `m`, per row.
+
+    One batched selection instead of a sort: the row's invalid entries are filled with -inf or +inf so that
+    the lower median of the whole row (sorted index (P - 1) // 2, `torch.median(dim=1)`) falls on the valid
+    entries' lower median (their sorted index (n - 1) // 2): the first (P - 1) // 2 - (n - 1) // 2 invalid
+    entries of a row take -inf, the others +inf (there are always enough of them). Valid entries must be
+    finite (as here); invalid ones may hold anything, NaN included.
+
+    Args:
+        x: `(B, P)` float; m: `(B, P)` bool.
+    Returns:
+        `(B,)`, 0 for a row without a valid entry; the gradient flows to the selected entry only.
+    """
+    n = m.sum(dim=1, keepdim=True)  # (B, 1)
+    n_low = (x.shape[1] - 1) // 2 - (n - 1).clamp_min(0) // 2  # (B, 1) -inf fills
+    invalid_rank = (~m).cumsum(dim=1, dtype=torch.int32)  # (B, P) 1-based rank among invalid entries
+    fill = torch.where(invalid_rank <= n_low, float("-inf"), float("inf"))
+    idx = torch.where(m, x.detach(), fill).median(dim=1, keepdim=True).indices  # (B, 1)
+    # an empty row selects an invalid entry: where() gives 0 and passes no gradient (nor NaN) to it
+    return torch.where(n > 0, x.gather(1, idx), 0.0).squeeze(1)
+
+
+_SORT_KEY_DTYPE = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
+
+
+def _ascending_sort_keys(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Integer keys `(B, P)` that sort as `x` at valid entries and after all of them at invalid ones.
+
+    The bits of a non-NaN float read as a signed integer order non-negative floats correctly and negative
+    ones in reverse; flipping the magnitude bits of the negative ones makes the map monotone, so the sorted
+    order (up to ties) and hence the sorted values are those of `x`. Integer sorts take about 2/3 of the
+    time of float sorts on CPU (no NaN-aware comparison). `(B, P)` float + `(B, P)` bool -> `(B, P)` int.
+    """
+    itype = _SORT_KEY_DTYPE.get(x.dtype)
+    if itype is None:  # other dtypes: sort the floats themselves
+        return torch.where(m, x.detach(), float("inf"))
+    info = torch.iinfo(itype)
+    b = x.detach().view(itype)
+    keys = b ^ ((b >> (info.bits - 1)) & info.max)  # negatives: b ^ max (magnitude bits flipped)
+    return torch.where(m, keys, info.max)
 
 
 def _masked_mean(x: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -71,8 +118,9 @@ def pairwise_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     With r = p - t sorted ascending, r_(0) <= ... <= r_(N-1), the pair (k, l), k < l, contributes
     r_(l) - r_(k): r_(k) is added k times and subtracted N-1-k times, so
     sum_{i,j} |r_i - r_j| = 2 sum_{i<j} (...) = 2 sum_k (2k - N + 1) r_(k).
-    Invalid entries are sorted to the end (+inf key) and get coefficient 0; the values are gathered from
-    the masked residual, so the gradient is the O(N^2) one (ties: a valid subgradient).
+    Invalid entries are sorted to the end (one integer-key sort per call, `_ascending_sort_keys`), where
+    the masked residual is 0, so they add nothing; the values are gathered from the masked residual, so
+    the gradient is the O(N^2) one (ties: a valid subgradient).
 
     Args:
         pred, target: `(B, 1, H, W)`; mask: `(B, 1, H, W)` bool.
@@ -81,12 +129,11 @@ def pairwise_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     """
     _check(pred, target, mask)
     r, m, n = _masked_residual(pred, target, mask)  # (B, P)
-    keys = torch.where(m, r.detach(), torch.full_like(r, float("inf")))
-    order = keys.argsort(dim=1)  # valid residuals first, ascending
+    order = _ascending_sort_keys(r, m).argsort(dim=1)  # valid residuals first, ascending
     r_sorted = r.gather(1, order)  # (B, P)
     k = torch.arange(r.shape[1], device=r.device, dtype=r.dtype)[None]  # (1, P)
     nf = n.to(r.dtype)[:, None]  # (B, 1)
-    coef = torch.where(k < nf, 2.0 * k - nf + 1.0, torch.zeros_like(k))  # (B, P)
+    coef = (2.0 * k + 1.0) - nf  # (B, P); any value at the invalid ranks k >= N, where r_sorted is 0
     total = 2.0 * (coef * r_sorted).sum(dim=1)  # (B,)
     return total / n.clamp_min(1).to(r.dtype) ** 2
 
@@ -105,7 +152,7 @@ def pairwise_l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     _check(pred, target, mask)
     r, m, n = _masked_residual(pred, target, mask)
     mu = _masked_mean(r, m, n)  # (B,)
-    c = torch.where(m, r - mu[:, None], torch.zeros_like(r))
+    c = torch.where(m, r - mu[:, None], 0.0)
     return 2.0 * _masked_mean(c * c, m, n)
 
 
@@ -131,8 +178,8 @@ def si_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     """
     _check(pred, target, mask)
     r, m, n = _masked_residual(pred, target, mask)
-    med = masked_median(r, m)  # (B,)
-    d = torch.where(m, r - med[:, None], torch.zeros_like(r))
+    med = _masked_lower_median(r, m)  # (B,)
+    d = torch.where(m, r - med[:, None], 0.0)
     return _masked_mean(d.abs(), m, n)
 
 
@@ -148,7 +195,7 @@ def si_l2_loss(
     r, m, n = _masked_residual(pred, target, mask)
     mu = _masked_mean(r, m, n)
     if lam == 1.0:  # centred form: no cancellation
-        c = torch.where(m, r - mu[:, None], torch.zeros_like(r))
+        c = torch.where(m, r - mu[:, None], 0.0)
         return _masked_mean(c * c, m, n)
     return _masked_mean(r * r, m, n) - lam * mu * mu
 
@@ -181,9 +228,9 @@ def normalize_disparity(disp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         `(B, 1, H, W)` normalized disparity, 0 at masked pixels.
     """
     check_map_and_mask(("disp",), (disp,), mask)
-    d = torch.where(mask, disp, torch.zeros_like(disp))
-    shift = masked_median(d, mask)[:, None, None, None]  # (B, 1, 1, 1)
-    c = torch.where(mask, d - shift, torch.zeros_like(d))
+    d = torch.where(mask, disp, 0.0)
+    shift = _masked_lower_median(_flat(d), _flat(mask))[:, None, None, None]  # (B, 1, 1, 1)
+    c = torch.where(mask, d - shift, 0.0)
     n = mask.flatten(1).sum(dim=1).clamp_min(1).to(d.dtype)
     scale = (c.abs().flatten(1).sum(dim=1) / n).clamp_min(torch.finfo(d.dtype).eps)
     return c / scale[:, None, None, None]
@@ -202,8 +249,12 @@ def si_loss(
     to a global scale of the predicted depth. `(B, 1, H, W)` x2 + mask -> `(B,)`.
     """
     check_map_and_mask(("pred_log_disp", "depth"), (pred_log_disp, depth), mask)
-    valid = _valid_positive(depth, mask)
-    log_t = torch.where(valid, depth, torch.ones_like(depth)).log()
+    return _si_loss(pred_log_disp, depth, _valid_positive(depth, mask), kind)
+
+
+def _si_loss(pred_log_disp: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, kind: str):
+    """`si_loss` with `valid` already restricted to finite, positive depths."""
+    log_t = torch.where(valid, depth, 1.0).log()
     return _residual_loss(kind)(-pred_log_disp, log_t, valid)
 
 
@@ -216,8 +267,12 @@ def ssi_loss(
     and to a global scale of the predicted disparity. `(B, 1, H, W)` x2 + mask -> `(B,)`.
     """
     check_map_and_mask(("pred_log_disp", "disparity_target"), (pred_log_disp, disparity_target), mask)
-    valid = mask & torch.isfinite(disparity_target)
-    log_disp = torch.where(valid, pred_log_disp, torch.zeros_like(pred_log_disp))
+    return _ssi_loss(pred_log_disp, disparity_target, mask & torch.isfinite(disparity_target), kind)
+
+
+def _ssi_loss(pred_log_disp: torch.Tensor, disparity_target: torch.Tensor, valid: torch.Tensor, kind: str):
+    """`ssi_loss` with `valid` already restricted to finite targets."""
+    log_disp = torch.where(valid, pred_log_disp, 0.0)
     # normalize_disparity ignores a global scale: subtract each sample's max before exp so that large
     # log-disparities cannot overflow (exp(89) is inf in float32); the loss value is unchanged
     log_disp = log_disp - log_disp.detach().flatten(1).amax(dim=1)[:, None, None, None]
@@ -325,13 +380,15 @@ def gp2_mixture_loss(
     codes = depth_type_codes(depth_type, B, pred_log_disp.device)
     is_depth = torch.stack([codes == c for c in _DENSE_CODES]).any(0)[:, None, None, None]  # (B, 1, 1, 1)
     is_disp = (codes == _DISPARITY_CODE)[:, None, None, None]
-    valid_depth = mask & is_depth & torch.isfinite(target) & (target > 0)
-    disp_target = torch.where(valid_depth, target, torch.ones_like(target)).reciprocal()
+    finite = torch.isfinite(target)
+    valid_depth = mask & is_depth & finite & (target > 0)
+    disp_target = torch.where(valid_depth, target, 1.0).reciprocal()
     disp_target = torch.where(is_disp, target, disp_target)
-    valid_ssi = valid_depth | (mask & is_disp & torch.isfinite(target))
+    # the masks si_loss / ssi_loss would derive from these arguments (1 / a tiny depth can be inf)
+    valid_ssi = (valid_depth | (mask & is_disp & finite)) & torch.isfinite(disp_target)
 
-    loss = si_weight * si_loss(pred_log_disp, target, valid_depth, kind)
-    loss = loss + ssi_weight * ssi_loss(pred_log_disp, disp_target, valid_ssi, kind)
+    loss = si_weight * _si_loss(pred_log_disp, target, valid_depth, kind)
+    loss = loss + ssi_weight * _ssi_loss(pred_log_disp, disp_target, valid_ssi, kind)
     if ordinal is not None:
         is_ord = (codes == _ORDINAL_CODE).to(loss.dtype)
         loss = loss + ordinal_weight * is_ord * ordinal_ranking_loss(pred_log_disp, ordinal)

@@ -8,11 +8,14 @@ import math
 import pytest
 import torch
 
+from geometry.depth_align import masked_median
 from helpers import assert_close
 from losses.depth import (
     DEPTH_TYPES,
     LOSS_KINDS,
     GP2Loss,
+    _ascending_sort_keys,
+    _masked_lower_median,
     gp2_mixture_loss,
     l1_loss,
     l2_loss,
@@ -113,6 +116,95 @@ def test_pairwise_l2_matches_naive_and_closed_form(dtype):
     gf = torch.autograd.grad(fast.sum(), pred)[0]
     gs = torch.autograd.grad(slow.sum(), pred)[0]
     assert_close(gf, gs, "pairwise L2 grad")
+
+
+# --------------------------------------------------------------------- private helpers: median, sort keys
+def median_rows(n_valid=(0, 1, 2, 3, 4, 50, 51, 100, 101), P=101, dtype=torch.float64, seed=0):
+    """Rows of P values with the given valid counts (valid entries scattered at random places), ties and
+    negative values included; invalid entries are NaN, so that any use of them shows."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-20, 20, (len(n_valid), P), generator=g).to(dtype) / 4  # many ties
+    m = torch.zeros(len(n_valid), P, dtype=torch.bool)
+    for i, n in enumerate(n_valid):
+        m[i, torch.randperm(P, generator=g)[:n]] = True
+    return torch.where(m, x, float("nan")), m
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_lower_median_is_torch_median_per_row(dtype):
+    x, m = median_rows(dtype=dtype)
+    x.requires_grad_(True)
+    got = _masked_lower_median(x, m)
+    for i in range(x.shape[0]):
+        v = x[i][m[i]].detach()
+        # exact: the median selects one of the row's values (torch.median: the lower of the two middle ones)
+        expect = v.median().item() if v.numel() else 0.0
+        assert got[i].item() == expect, f"row {i} ({v.numel()} valid): got {got[i].item()}, expected {expect}"
+    assert torch.equal(got, masked_median(x.detach(), m)), "differs from geometry.masked_median"
+    (grad,) = torch.autograd.grad(got.sum(), x)
+    assert torch.isfinite(grad).all(), "NaN at invalid entries leaked into the gradient"
+    n = m.sum(1)
+    # exact: the gradient is one 1 at a valid entry holding the median, 0 elsewhere (and 0 for an empty row)
+    assert torch.equal(grad.sum(1), (n > 0).to(dtype)), f"gradient mass per row {grad.sum(1)}"
+    assert (grad[~m] == 0).all() and ((grad == 0) | (grad == 1)).all()
+    hit = grad.argmax(1)
+    assert torch.equal(x.detach().gather(1, hit[:, None])[n > 0, 0], got.detach()[n > 0])
+
+
+def test_masked_lower_median_all_invalid_and_full_rows():
+    x = torch.tensor([[3.0, 1.0, 2.0, 5.0], [float("inf"), float("nan"), 0.0, 1.0]])
+    m = torch.tensor([[True, True, True, True], [False, False, False, False]])
+    got = _masked_lower_median(x, m)
+    assert got.tolist() == [2.0, 0.0], f"got {got.tolist()}"  # exact: (1, 2, 3, 5) -> lower median 2
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16, torch.float32, torch.float64))
+def test_ascending_sort_keys_sort_like_the_floats(dtype):
+    tiny = torch.finfo(dtype).tiny
+    special = [0.0, -0.0, 1.0, -1.0, tiny, -tiny, tiny / 4, -tiny / 4, float("inf"), float("-inf"), 2.5, -2.5]
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.tensor(special, dtype=dtype), (torch.randn(200, generator=g) * 1e3).to(dtype)])
+    x = x[torch.randperm(x.numel(), generator=g)].repeat(2, 1)  # (2, P)
+    m = torch.ones_like(x, dtype=torch.bool)
+    m[1, ::3] = False
+    keys = _ascending_sort_keys(x, m)
+    assert not keys.dtype.is_floating_point, keys.dtype
+    for i in range(2):
+        order = keys[i].argsort()
+        n = int(m[i].sum())
+        assert m[i][order[:n]].all(), f"row {i}: an invalid entry sorts before a valid one"
+        # exact: sorting permutes values; -0.0 == 0.0, so ties compare equal in either order
+        assert torch.equal(x[i][order[:n]], x[i][m[i]].sort().values), f"row {i}: order differs from sort"
+
+
+def test_pairwise_l1_ties_constant_and_empty_rows_match_naive():
+    pred = torch.tensor([1.0, 1.0, 1.0, -2.0, 0.5, 0.5]).repeat(4, 1).view(4, 1, 2, 3).double()
+    target = torch.zeros_like(pred)
+    target[1] = pred[1] - 0.25  # constant residual: loss 0
+    mask = torch.ones_like(pred, dtype=torch.bool)
+    mask[2, 0, 0, :2] = False
+    mask[3] = False
+    pred.requires_grad_(True)
+    fast = pairwise_l1_loss(pred, target, mask)
+    assert_close(fast, pairwise_l1_naive(pred, target, mask), "pairwise L1 with ties")
+    assert fast[1].item() == 0.0 and fast[3].item() == 0.0, f"constant / empty rows: {fast}"  # exact sums
+    (grad,) = torch.autograd.grad(fast.sum(), pred)
+    assert torch.isfinite(grad).all() and (grad[~mask] == 0).all(), f"grad {grad}"
+    # ties: any split of the tied ranks is a subgradient; the sum over a tied group is fixed
+    (g_naive,) = torch.autograd.grad(pairwise_l1_naive(pred, target, mask).sum(), pred)
+    assert_close(grad[0, 0, 0, :3].sum(), g_naive[0, 0, 0, :3].sum(), "tied group's gradient sum")
+
+
+def test_mixture_constant_and_empty_masks_are_nan_free():
+    pred = torch.zeros(3, 1, 4, 4, dtype=torch.float64, requires_grad=True)  # constant prediction
+    target = torch.full((3, 1, 4, 4), 2.0, dtype=torch.float64)  # constant depth / disparity
+    mask = torch.ones(3, 1, 4, 4, dtype=torch.bool)
+    mask[2] = False
+    loss = gp2_mixture_loss(pred, target, mask, ["absolute", "utss_disparity", "uts"])
+    (grad,) = torch.autograd.grad(loss.sum(), pred)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all(), f"loss {loss}, grad finite?"
+    # ~0, not exactly: a constant residual r sums (2k - N + 1) r over the ranks with rounding
+    assert_close(loss.detach(), torch.zeros_like(loss), "constant truth predicted by a constant")
 
 
 # -------------------------------------------------------------------------------------------- pointwise

@@ -2,7 +2,10 @@
 
 Rows: per image size (batch 4), forward and forward+backward time of both, and the max |difference| of
 the losses and of the gradients; then the sorted loss alone at 384x384, batch 8 (GP2's training size),
-where the O(N^2) pair matrix (147456^2 entries per image) cannot be formed.
+where the O(N^2) pair matrix (147456^2 entries per image) cannot be formed; then, at that size, the two
+choices that make the GP2 loss fast, each beside what it replaced: the masked median by one batched
+selection (losses.depth._masked_lower_median) vs a full sort (geometry.masked_median), and the sort on
+integer keys (losses.depth._ascending_sort_keys) vs on the floats.
 
     python -m experiments.benchmarks.pairwise_loss [--full]
 """
@@ -14,7 +17,8 @@ import sys
 import torch
 
 from experiments.benchmarks.common import print_table, time_ms
-from losses.depth import pairwise_l1_loss
+from geometry.depth_align import masked_median
+from losses.depth import _ascending_sort_keys, _masked_lower_median, pairwise_l1_loss
 
 
 def pairwise_l1_quadratic(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -86,7 +90,35 @@ def run(quick: bool = True) -> list[dict]:
             bench="pairwise_l1", case="8x384x384", impl="sorted", fwd_ms=fwd, fwd_bwd_ms=fb, note=str(device)
         )
     )
+    return rows + _median_and_sort_rows(pred, mask, repeats, device)
+
+
+def _median_and_sort_rows(x: torch.Tensor, mask: torch.Tensor, repeats: int, device) -> list[dict]:
+    """Masked median: selection vs sort (fwd+bwd, max |difference|); argsort: integer vs float keys."""
+    x, m = x.reshape(x.shape[0], -1), mask.reshape(mask.shape[0], -1)  # (B, P)
+    B, P = x.shape
+    case = f"{B}x{P} ({int(m.sum())} valid)"
+    medians = {"selection": _masked_lower_median, "sort (geometry.masked_median)": masked_median}
+    diff = (medians["selection"](x, m) - masked_median(x, m)).abs().max().item()
+    rows = []
+    for impl, fn in medians.items():
+        fb = time_ms(lambda fn=fn: _median_fwd_bwd(fn, x, m), repeats=repeats)
+        rows.append(dict(bench="masked median", case=case, impl=impl, fwd_bwd_ms=fb, max_value_diff=diff))
+    keys = {
+        "integer keys": lambda: _ascending_sort_keys(x, m).argsort(dim=1),
+        "float keys": lambda: torch.where(m, x, float("inf")).argsort(dim=1),
+    }
+    for impl, fn in keys.items():
+        rows.append(dict(bench="argsort", case=case, impl=impl, fwd_ms=time_ms(fn, repeats=repeats)))
+    for r in rows:
+        r["note"] = str(device)
     return rows
+
+
+def _median_fwd_bwd(fn, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    p = x.detach().requires_grad_(True)
+    fn(p, m).sum().backward()
+    return p.grad
 
 
 if __name__ == "__main__":
