@@ -464,7 +464,11 @@ def _evaluate(cfg: DictConfig) -> dict:
     if released is not None:
         src = Path(cfg.model[released])
     else:
-        src = Path(cfg.run_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+        src = (
+            Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+            if cfg.ckpt_path == "last"
+            else Path(cfg.ckpt_path)
+        )
     with setup_errors("config"):
         check_classes(cfg)
     eval_cfg = cfg.copy()
