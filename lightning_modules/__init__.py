@@ -6,6 +6,7 @@ own imports, its datamodule and readers (in `datamodules.DATAMODULES` / `datamod
 
 from lightning_modules import (
     gp2,  # noqa: F401  (GP2: geometry-preserving depth)
+    rgpd,  # noqa: F401  (RGPD: robust geometry-preserving depth by differentiable rendering)
     ssl,  # noqa: F401  (SSL point clouds: self-supervised shape and pose networks)
     ttp,  # noqa: F401  (TTP: correspondence-driven mesh reconstruction)
 )
