@@ -26,7 +26,7 @@ from PIL import Image
 from experiments.__main__ import main
 from experiments.config import compose
 from experiments.runner import build_datamodule, train
-from lightning_modules.gp2.module import REPORTED, GP2Module
+from lightning_modules.gp2.module import MAIN_ONLY, REPORTED, GP2Module
 
 TRAIN = ("megadepth", "redweb", "diw")
 TRAIN_TYPES = {"megadepth": "uts", "redweb": "utss_disparity", "diw": "ordinal"}
@@ -225,9 +225,9 @@ def test_native_evaluation_keeps_ground_truth_resolution(mixture_run):
 def _expected_keys(split: str, names: tuple[str, ...], dense: tuple[str, ...], alignments) -> set[str]:
     """The metric keys of GP2Module._log_epoch with several dataloaders (the loss keys are checked apart)."""
     main_a, *others = alignments
-    keys = {f"{split}/{m}" for m in REPORTED}
+    keys = {f"{split}/{m}" for m in REPORTED + MAIN_ONLY}
     for n in dense:
-        keys |= {f"{split}/{n}/{m}" for m in REPORTED}
+        keys |= {f"{split}/{n}/{m}" for m in REPORTED + MAIN_ONLY}
         keys |= {f"{split}/{n}/{a}/{m}" for a in others for m in REPORTED}
     keys |= {f"{split}/{n}/whdr" for n in names if n == "diw"}
     return keys
