@@ -12,7 +12,7 @@ from datamodules.category.datamodule import CategoryDataModule
 from datamodules.category.synthetic import SyntheticCategory, save_template
 from experiments.config import ConfigError, compose
 from experiments.runner import evaluate, train
-from geometry import save_obj
+from geometry import WeakPerspectiveCameras, save_obj
 from lightning_modules.ttp.metrics import PCK, mask_iou
 from lightning_modules.ttp.module import TTPModule
 from lightning_modules.ttp.template import load_template
@@ -192,13 +192,23 @@ def test_train_then_eval_reproduces_the_metrics_and_takes_the_solver_iterations(
 
 
 def test_more_solver_iterations_lower_the_reprojection_objective():
-    """Table 2's setting: each alternation of rigid step and ridge solve can only lower Eq. 4."""
+    """Table 2's setting: each alternation of rigid step and ridge solve can only lower Eq. 4. The network is
+    replaced by the true projections of the (deformed) synthetic birds, so the fit has a real problem."""
     torch.manual_seed(0)
     batch = _batch()
-    model = TTPModule(synthetic_level=2, num_basis=4).eval()
+    cams = WeakPerspectiveCameras(batch["true_scale"], batch["true_rotation"], batch["true_translation"])
+    u = cams.project(batch["true_verts"])  # (B, N, 2)
+    model = TTPModule(synthetic_level=2, num_basis=6, ridge_init=1e-4).eval()
+    model.net.forward = lambda image: (u, torch.ones(u.shape[:2]))
     with torch.no_grad():
-        model.basis.mul_(30.0)  # a basis that deforms: the alternations then matter
+        model.basis.copy_(
+            SyntheticCategory(split="train", num_samples=1, level=2).true_basis
+        )  # the data's own
         one = model.reconstruct(batch["image"], iterations=1).fit
         four = model.reconstruct(batch["image"], iterations=4).fit
-    assert (four.loss <= one.loss + 1e-6).all(), (one.loss, four.loss)
-    assert not torch.allclose(one.vertices, four.vertices, atol=1e-6)
+    assert (four.loss <= one.loss * (1 + 1e-5)).all(), (one.loss, four.loss)
+    assert (four.loss < one.loss * 0.99).any(), (
+        "the alternations must matter on a deformed category",
+        one.loss,
+        four.loss,
+    )
