@@ -556,6 +556,30 @@ def read_colmap_image_cameras(path: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def colmap_image_camera(cache: dict, calib_dir: Path, name: str) -> tuple[str, int, int, list[float]] | None:
+    """The COLMAP camera (MODEL, WIDTH, HEIGHT, PARAMS) of image `name` from calib_dir's cameras.txt and
+    images.txt, both read once per folder into `cache`; None when calib_dir has no cameras.txt or images.txt
+    does not list the image. A CAMERA_ID that cameras.txt does not define raises ValueError naming
+    `images.txt:line`."""
+    if not (calib_dir / "cameras.txt").is_file():
+        return None
+    if calib_dir not in cache:
+        cache[calib_dir] = (
+            read_colmap_cameras(calib_dir / "cameras.txt"),
+            read_colmap_image_cameras(calib_dir / "images.txt"),
+        )
+    cams, image_cams = cache[calib_dir]
+    if name not in image_cams:
+        return None
+    cam_id, lineno = image_cams[name]
+    if cam_id not in cams:
+        raise ValueError(
+            f"{calib_dir / 'images.txt'}:{lineno}: image {name} uses CAMERA_ID {cam_id}, which "
+            f"{calib_dir / 'cameras.txt'} does not define (it defines {sorted(cams)})"
+        )
+    return cams[cam_id]
+
+
 def colmap_pinhole(model: str, params: list[float]) -> torch.Tensor | None:
     """0-based-pixel K from a COLMAP PINHOLE / SIMPLE_PINHOLE camera; None for distorted models.
 
@@ -625,24 +649,8 @@ class ETH3DReader(DepthReader):
         return [item[0], item[1]]  # the calibration is optional
 
     def _intrinsics(self, calib_dir: Path, name: str) -> torch.Tensor | None:
-        if not (calib_dir / "cameras.txt").is_file():
-            return None
-        if calib_dir not in self._calib:
-            self._calib[calib_dir] = (
-                read_colmap_cameras(calib_dir / "cameras.txt"),
-                read_colmap_image_cameras(calib_dir / "images.txt"),
-            )
-        cams, image_cams = self._calib[calib_dir]
-        if name not in image_cams:
-            return None
-        cam_id, lineno = image_cams[name]
-        if cam_id not in cams:
-            raise ValueError(
-                f"{calib_dir / 'images.txt'}:{lineno}: image {name} uses CAMERA_ID {cam_id}, which "
-                f"{calib_dir / 'cameras.txt'} does not define (it defines {sorted(cams)})"
-            )
-        model, _, _, params = cams[cam_id]
-        return colmap_pinhole(model, params)
+        camera = colmap_image_camera(self._calib, calib_dir, name)
+        return None if camera is None else colmap_pinhole(camera[0], camera[3])
 
     def _load(self, item: tuple[Path, Path, Path]) -> dict[str, Any]:
         img_path, depth_path, calib_dir = item

@@ -24,12 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.depth.io import check_same_size, make_sample
-from datamodules.depth.readers import (
-    colmap_pinhole,
-    read_colmap_cameras,
-    read_colmap_image_cameras,
-    read_kitti_depth,
-)
+from datamodules.depth.readers import colmap_image_camera, colmap_pinhole, read_kitti_depth
 from datamodules.depth.readers_base import _UNSET, DepthReader
 from datamodules.files import load_png_uint, load_rgb, open_h5, require_file
 from datamodules.registry import READERS
@@ -265,23 +260,12 @@ class ETH3DGP2Reader(DepthReader):
         return [item.image, item.depth]  # the calibration is optional
 
     def _intrinsics(self, calib_dir: Path, name: str, size: tuple[int, int]) -> torch.Tensor | None:
-        if not (calib_dir / "cameras.txt").is_file() or not (calib_dir / "images.txt").is_file():
+        if not (calib_dir / "images.txt").is_file():  # the calibration is optional: both files or none
             return None
-        if calib_dir not in self._calib:
-            self._calib[calib_dir] = (
-                read_colmap_cameras(calib_dir / "cameras.txt"),
-                read_colmap_image_cameras(calib_dir / "images.txt"),
-            )
-        cams, image_cams = self._calib[calib_dir]
-        if name not in image_cams:
+        camera = colmap_image_camera(self._calib, calib_dir, name)
+        if camera is None:
             return None
-        cam_id, lineno = image_cams[name]
-        if cam_id not in cams:
-            raise ValueError(
-                f"{calib_dir / 'images.txt'}:{lineno}: image {name} uses CAMERA_ID {cam_id}, which "
-                f"{calib_dir / 'cameras.txt'} does not define (it defines {sorted(cams)})"
-            )
-        model, w, h, params = cams[cam_id]
+        model, w, h, params = camera
         return scaled_colmap_pinhole(model, (w, h), params, size)
 
     def _load(self, item: ETH3DItem) -> dict[str, Any]:
