@@ -84,3 +84,33 @@ def check_finite_loss(trainer: pl.Trainer, outputs: Any) -> None:
 def family_attr(cls: type, name: str, default: Any = None) -> Any:
     """A protocol attribute of a registered model class, with the protocol's default."""
     return getattr(cls, name, getattr(FamilyModule, name, default))
+
+
+class EvalPictures(pl.Callback):
+    """Base of the families' picture callbacks: what `_keep(trainer, pl_module, outputs, batch, batch_idx,
+    dataloader_idx)` stores in `self._kept` during validation / test (it decides which batch: usually the
+    first of the first dataloader on rank zero) is logged by `_log(trainer, split)` at the epoch's end, in
+    fit and in eval runs alike; the sanity check's batch is dropped. Subclasses implement both."""
+
+    _kept: dict | None = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._keep(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._keep(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:  # the sanity check's batch is not a result
+            self._kept = None
+            return
+        self._log(trainer, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self._log(trainer, "test")
+
+    def _keep(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx) -> None:
+        raise NotImplementedError
+
+    def _log(self, trainer, split: str) -> None:
+        raise NotImplementedError

@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
@@ -26,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from geometry.depth import unproject_depth
 from lightning_modules.depth_metrics import align_prediction
+from lightning_modules.family import EvalPictures
 from lightning_modules.visualization import ColorBar, Panel, colorize, render_figure, to_uint8_hwc
 from losses.depth import DENSE_DEPTH_TYPES
 
@@ -40,7 +40,7 @@ def _range(x: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
     return float(torch.quantile(vals, 0.02)), float(torch.quantile(vals, 0.98))
 
 
-class DepthVisualizer(pl.Callback):
+class DepthVisualizer(EvalPictures):
     """Logs figures of the first evaluation batch at the end of each validation and test epoch.
 
     Args:
@@ -51,23 +51,7 @@ class DepthVisualizer(pl.Callback):
     def __init__(self, num_images: int = 4, num_points: int = 2048):
         self.num_images = num_images
         self.num_points = num_points
-        self._batch: dict | None = None
-
-    # ------------------------------------------------------------------ hooks (fit, validate and test)
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._keep(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._keep(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking:  # the sanity check's batch is not a result
-            self._batch = None
-            return
-        self._log(trainer, "val")
-
-    def on_test_epoch_end(self, trainer, pl_module):
-        self._log(trainer, "test")
+        self._kept: dict | None = None
 
     def _keep(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx) -> None:
         if self.num_images <= 0 or batch_idx != 0 or dataloader_idx != 0 or not trainer.is_global_zero:
@@ -79,7 +63,7 @@ class DepthVisualizer(pl.Callback):
             with torch.no_grad():
                 pred = pl_module.predict_like(batch["image"][:n], batch["depth"][:n])
         has_k = batch.get("has_intrinsics", torch.ones(len(batch["image"]), dtype=torch.bool))
-        self._batch = {
+        self._kept = {
             "image": F.interpolate(batch["image"][:n], size=batch["depth"].shape[-2:], mode="bilinear").cpu(),
             "pred": pred.detach().float().cpu(),
             "depth": batch["depth"][:n].float().cpu(),
@@ -91,10 +75,10 @@ class DepthVisualizer(pl.Callback):
 
     @rank_zero_only
     def _log(self, trainer, split: str) -> None:
-        if self._batch is None:
+        if self._kept is None:
             return
-        figures, clouds = self.figures(self._batch)
-        self._batch = None
+        figures, clouds = self.figures(self._kept)
+        self._kept = None
         step = trainer.global_step
         logger = trainer.logger
         if isinstance(logger, WandbLogger):

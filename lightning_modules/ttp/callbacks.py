@@ -16,12 +16,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from geometry import WeakPerspectiveCameras, axis_angle_to_matrix, save_obj
+from lightning_modules.family import EvalPictures
 from lightning_modules.visualization import Panel, render_figure
 
 
@@ -38,30 +38,15 @@ def draw_points(image: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.
     return out
 
 
-class MeshVisualizer(pl.Callback):
+class MeshVisualizer(EvalPictures):
     """Logs figures and meshes of the first evaluation batch (module docstring); num_images 0 disables it."""
 
     def __init__(self, num_images: int = 4):
         self.num_images = num_images
         self._kept: dict | None = None
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._keep(trainer, pl_module, outputs, batch, batch_idx)
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._keep(trainer, pl_module, outputs, batch, batch_idx)
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
-            self._kept = None
-            return
-        self._log(trainer, "val")
-
-    def on_test_epoch_end(self, trainer, pl_module):
-        self._log(trainer, "test")
-
     @torch.no_grad()
-    def _keep(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def _keep(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if (
             self.num_images <= 0
             or batch_idx != 0
