@@ -18,16 +18,15 @@ numbers become a (B,) float tensor; strings (`name`) and anything else become li
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.base import MixedDataModule
 from datamodules.category.crop import PAD_FRAC, crop_sample, mirror_sample
+from datamodules.collate import collate_samples
 from datamodules.mixing import TransformedDataset
 from datamodules.registry import DATAMODULES
 
@@ -94,35 +93,7 @@ class TransformedCategory(TransformedDataset):
         return out
 
 
-def collate_category(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch cropped category samples (rules in the module docstring)."""
-    if not samples:
-        raise ValueError("samples: expected at least one sample")
-    keys: list[str] = []
-    for s in samples:
-        keys += [k for k in s if k not in keys]
-    batch: dict[str, Any] = {}
-    for key in keys:
-        values = [s.get(key) for s in samples]
-        tensors = [v for v in values if isinstance(v, Tensor)]
-        if tensors and len(tensors) == sum(v is not None for v in values):
-            shapes = {tuple(t.shape) for t in tensors}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"collate: samples have {key!r} of different shapes {sorted(shapes)}; a batch needs one "
-                    "shape (e.g. readers with the same keypoint set)"
-                )
-            if len(tensors) == len(values):
-                batch[key] = torch.stack(tensors)
-            else:
-                nan = torch.full_like(tensors[0], math.nan, dtype=torch.float32)
-                batch[key] = torch.stack([v.to(torch.float32) if v is not None else nan for v in values])
-                batch[f"has_{key}"] = torch.tensor([v is not None for v in values])
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            batch[key] = torch.tensor(values, dtype=torch.float32)
-        else:
-            batch[key] = values
-    return batch
+collate_category = collate_samples  # the shared rules (datamodules/collate.py), under the family's name
 
 
 @DATAMODULES.register("category")

@@ -22,7 +22,6 @@ some (e.g. `max_depth`) a list with None.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.base import MixedDataModule
+from datamodules.collate import collate_samples
 from datamodules.mixing import MixedBatchSampler, MixedDataset, TransformedDataset
 from datamodules.registry import DATAMODULES
 
@@ -177,31 +177,18 @@ class TransformedDepth(TransformedDataset):
 
 
 def collate_depth(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch depth samples (rules in the module docstring)."""
+    """Batch depth samples (rules in the module docstring): `datamodules.collate.collate_samples`, with
+    DIW's ordinal pairs zero-padded to one length and `has_intrinsics` always present."""
     if not samples:
         raise ValueError("samples: expected at least one sample")
-    keys: list[str] = []
-    for s in samples:
-        keys += [k for k in s if k not in keys]
-    batch: dict[str, Any] = {}
-    for key in keys:
-        values = [s.get(key) for s in samples]
-        present = [v is not None for v in values]
-        if key == "ordinal":
-            batch["ordinal"], batch["ordinal_valid"] = _pad_ordinal(values)
-        elif key == "intrinsics":
-            ref = next(v for v in values if v is not None)
-            nan = torch.full_like(ref, math.nan)
-            batch["intrinsics"] = torch.stack([v if v is not None else nan for v in values])
-            batch["has_intrinsics"] = torch.tensor(present)
-        elif all(present) and isinstance(values[0], Tensor):
-            batch[key] = torch.stack(values)
-        elif all(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            batch[key] = torch.tensor(values, dtype=torch.float32)
-        else:
-            batch[key] = values
+    ordinal = [s.get("ordinal") for s in samples]
+    batch = collate_samples([{k: v for k, v in s.items() if k != "ordinal"} for s in samples])
+    if any(v is not None for v in ordinal):
+        batch["ordinal"], batch["ordinal_valid"] = _pad_ordinal(ordinal)
     if "intrinsics" not in batch:
         batch["has_intrinsics"] = torch.zeros(len(samples), dtype=torch.bool)
+    elif "has_intrinsics" not in batch:
+        batch["has_intrinsics"] = torch.ones(len(samples), dtype=torch.bool)
     return batch
 
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.base import MixedDataModule
+from datamodules.collate import collate_samples
 from datamodules.mixing import TransformedDataset
 from datamodules.registry import DATAMODULES
 
@@ -58,24 +57,7 @@ class TransformedPointCloud(TransformedDataset):
         return resize_sample(sample, self.size)
 
 
-def collate_point_cloud(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch resized point-cloud samples (module docstring); ValueError naming a key whose shapes differ."""
-    if not samples:
-        raise ValueError("samples: expected at least one sample")
-    batch: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if all(isinstance(v, Tensor) for v in values):
-            shapes = sorted({tuple(v.shape) for v in values})
-            if len(shapes) > 1:
-                hint = " (readers with the same num_points)" if key == "points" else ""
-                raise ValueError(
-                    f"collate: samples have {key!r} of different shapes {shapes}; a batch needs one{hint}"
-                )
-            batch[key] = torch.stack(values)
-        else:
-            batch[key] = values
-    return batch
+collate_point_cloud = collate_samples  # the shared rules (datamodules/collate.py), under the family's name
 
 
 @DATAMODULES.register("point_cloud")
