@@ -9,6 +9,7 @@ Generic machinery shared by every family:
   files.py         file helpers of the readers (roots, splits, images, PNGs, JSON, split lists)
   entries.py       config entries `{"reader": NAME, **kwargs}` -> readers, with the schema check
   mixing.py        `MixedBatchSampler`, `MixedDataset`, `TransformedDataset`: mixed train batches
+  collate.py       `collate_samples`: batches of schema samples (stack, NaN-fill + has_<key>, lists)
   eval_loaders.py  val / test loaders that score each sample once under DDP
   base.py          `MixedDataModule`: the LightningDataModule a family subclasses (transforms + collate)
   seeding.py       `stable_seed`
