@@ -1,5 +1,5 @@
 """Losses of "Robust Geometry-Preserving Depth Estimation Using Differentiable Rendering" (Zhang et al.,
-ICCV 2023; ../shared/papers/rgpd-robust-geometry-preserving-depth.md), as pure functions on `(B, 1, H, W)`
+ICCV 2023; shared/papers/rgpd-robust-geometry-preserving-depth.md), as pure functions on `(B, 1, H, W)`
 depth maps, `(B, C, H, W)` images, bool masks `(B, 1, H, W)` and intrinsics `(B, 3, 3)`.
 
 No official code exists: the paper is the specification, and every choice where it is silent is marked

@@ -1,4 +1,4 @@
-"""RGPD (Zhang et al., ICCV 2023; ../shared/papers/rgpd-robust-geometry-preserving-depth.md): geometry-preserving
+"""RGPD (Zhang et al., ICCV 2023; shared/papers/rgpd-robust-geometry-preserving-depth.md): geometry-preserving
 depth from affine-invariant labels, by rendering novel views of the predicted 3D scene and asking the same
 network to predict them consistently (losses/rgpd.py holds the objectives as pure functions).
 
