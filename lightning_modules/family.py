@@ -24,10 +24,12 @@ is the family's one registration line); it imports no family by name.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.registry import Registry
 
@@ -111,6 +113,27 @@ class EvalPictures(pl.Callback):
 
     def _keep(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def publish(trainer, split: str, figures: list, objects: dict | None = None) -> Path | None:
+        """Log [(caption, (H, W, 3) uint8)] figures and `objects` ({key: wandb.Object3D}, built by the caller
+        only under W&B) with W&B; with another logger, or none, save the figures as PNG files and return the
+        folder (<default_root_dir>/media) for the caller's other files."""
+        step = trainer.global_step
+        logger = trainer.logger
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            images = [wandb.Image(p, caption=c) for c, p in figures]
+            logger.experiment.log({f"{split}/images": images, **(objects or {}), "trainer/global_step": step})
+            return None
+        from PIL import Image
+
+        out = Path(trainer.default_root_dir) / "media"
+        out.mkdir(parents=True, exist_ok=True)
+        for caption, p in figures:
+            Image.fromarray(p).save(out / f"{split}_step{step:06d}_{caption}.png")
+        return out
 
     def _log(self, trainer, split: str) -> None:
         raise NotImplementedError

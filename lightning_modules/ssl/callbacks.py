@@ -110,19 +110,8 @@ class PointCloudVisualizer(EvalPictures):
                 f"{split}/cloud_{i}": wandb.Object3D(torch.cat([p, c * 255], 1).numpy())
                 for i, (p, c) in enumerate(clouds)
             }
-            trainer.logger.experiment.log(
-                {
-                    f"{split}/images": [wandb.Image(p, caption=c) for c, p in figures],
-                    **objects,
-                    "trainer/global_step": step,
-                }
-            )
-        else:
-            from PIL import Image
-
-            out = Path(trainer.default_root_dir) / "media"
-            out.mkdir(parents=True, exist_ok=True)
-            for caption, p in figures:
-                Image.fromarray(p).save(out / f"{split}_step{step:06d}_{caption}.png")
-            for i, (p, c) in enumerate(clouds):
-                save_ply(out / f"{split}_step{step:06d}_cloud_{i}.ply", p, c)
+            self.publish(trainer, split, figures, objects)
+            return
+        out = self.publish(trainer, split, figures)
+        for i, (p, c) in enumerate(clouds):
+            save_ply(out / f"{split}_step{step:06d}_cloud_{i}.ply", p, c)

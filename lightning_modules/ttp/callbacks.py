@@ -103,28 +103,17 @@ class MeshVisualizer(EvalPictures):
         if isinstance(trainer.logger, WandbLogger):
             import wandb
 
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp:  # Object3D reads the file when it is built
                 meshes = {}
                 for i, verts in enumerate(k["verts"]):
                     path = Path(tmp) / f"mesh_{i}.obj"
                     save_obj(path, verts, k["faces"])
                     meshes[f"{split}/mesh_{i}"] = wandb.Object3D(str(path))
-                trainer.logger.experiment.log(
-                    {
-                        f"{split}/images": [wandb.Image(p, caption=c) for c, p in figures],
-                        **meshes,
-                        "trainer/global_step": step,
-                    }
-                )
-        else:
-            from PIL import Image
-
-            out = Path(trainer.default_root_dir) / "media"
-            out.mkdir(parents=True, exist_ok=True)
-            for caption, p in figures:
-                Image.fromarray(p).save(out / f"{split}_step{step:06d}_{caption}.png")
-            for i, verts in enumerate(k["verts"]):
-                save_obj(out / f"{split}_step{step:06d}_mesh_{i}.obj", verts, k["faces"], overwrite=True)
+                self.publish(trainer, split, figures, meshes)
+            return
+        out = self.publish(trainer, split, figures)
+        for i, verts in enumerate(k["verts"]):
+            save_obj(out / f"{split}_step{step:06d}_mesh_{i}.obj", verts, k["faces"], overwrite=True)
 
 
 def draw_points_batch(image: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
