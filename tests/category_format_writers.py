@@ -213,3 +213,17 @@ def write_voc_sets(root: Path, train: list[str], val: list[str]) -> Path:
     (sets / "train.txt").write_text("".join(f"{i}\n" for i in train))
     (sets / "val.txt").write_text("".join(f"{i}\n" for i in val))
     return sets
+
+
+def write_p3d_cad(
+    root: Path, category: str, index: int, verts: np.ndarray, polygons: list[list[int]], header: str = "OFF"
+) -> Path:
+    """CAD/<category>/<index:02d>.off as the release ships its CAD models: `OFF`, then `V F 0`, then V lines
+    `x y z` and F lines `n i_1 ... i_n` (0-based; polygons may have more than 3 corners)."""
+    path = root / "CAD" / category / f"{index:02d}.off"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [header, f"{len(verts)} {len(polygons)} 0"]
+    lines += [" ".join(f"{float(c):.9g}" for c in v) for v in np.asarray(verts)]
+    lines += [" ".join(str(int(i)) for i in [len(p), *p]) for p in polygons]
+    path.write_text("\n".join(lines) + "\n")
+    return path

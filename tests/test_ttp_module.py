@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import lightning_modules.ttp.module as ttp_module
+import losses.ttp as L
 from datamodules.category.datamodule import CategoryDataModule
 from datamodules.category.synthetic import SyntheticCategory, save_template
 from experiments.config import ConfigError, compose
 from experiments.runner import evaluate, train
 from geometry import WeakPerspectiveCameras, save_obj, so3_relative_angle, weak_perspective_scale
 from lightning_modules.ttp.metrics import PCK, mask_iou
-from lightning_modules.ttp.module import TTPModule
+from lightning_modules.ttp.module import TTPModule, mirror_vertices
 from lightning_modules.ttp.template import load_template
 
 
@@ -107,9 +108,18 @@ def test_loss_terms_finite_and_the_stages_switch_the_deformation():
     batch = _batch()
     model = TTPModule(synthetic_level=2, num_basis=4, weights={"keypoint": 30.0})
     rigid_terms = model.loss_terms(batch, model.reconstruct(batch["image"], deform=False), deform=False)
-    assert not {"arap_deformed", "arap_basis", "deformation_l2"} & set(rigid_terms)
+    assert not {"arap_deformed", "arap_basis", "deformation_l2", "laplacian_deformed"} & set(rigid_terms)
     terms = model.loss_terms(batch, model.reconstruct(batch["image"]), deform=True)
-    assert {"arap_deformed", "arap_basis", "deformation_l2", "keypoint", "mask", "texture"} <= set(terms)
+    assert {
+        "arap_deformed",
+        "arap_basis",
+        "deformation_l2",
+        "laplacian_deformed",
+        "laplacian_basis",
+        "keypoint",
+        "mask",
+        "texture",
+    } <= set(terms), "every default-weighted term is computed (none is silently ignored)"
     loss = sum(model.loss_weights[k] * v for k, v in terms.items())
     loss.backward()
     assert torch.isfinite(loss)
@@ -230,3 +240,18 @@ def test_fit_scale_is_relative_to_the_template_spread():
     assert float(angle.median()) < 2.0, angle
     bare = weak_perspective_scale(u) / batch["true_scale"][:, 0]
     assert float(bare.mean()) < 0.5, "the template's spread matters: without it the scale is off by ~3x"
+
+
+def test_every_nonzero_weight_gives_its_term_and_the_point_flip_uses_the_mirror_permutation():
+    torch.manual_seed(0)
+    data = SyntheticCategory(split="val", num_samples=1, level=2)
+    assert torch.equal(mirror_vertices(data.template_verts), data.vertex_flip), "exact on the symmetric bird"
+    batch = _batch()
+    weights = {k: 1.0 for k in L.TTP_WEIGHTS}
+    model = TTPModule(synthetic_level=2, num_basis=2, weights=weights)
+    terms = model.loss_terms(batch, model.reconstruct(batch["image"]), deform=True)
+    assert set(terms) == set(L.TTP_WEIGHTS), "a weight a user sets is never silently ignored"
+    # the point flip term is zero exactly when the flipped image's points are the mirrored, permuted points
+    u = torch.rand(2, len(data.vertex_flip), 2) * 2 - 1
+    assert L.flip_equivariance_loss(L.flip_points(u, model.vertex_flip), u, model.vertex_flip) < 1e-12
+    assert L.flip_equivariance_loss(u, u, model.vertex_flip) > 1e-3

@@ -18,12 +18,15 @@ alternations. Logged keys:
                                    shape (template frame, geometry.chamfer_distance, squared, mean) and the
                                    geodesic error (degrees) of the fitted rotation
   val/chamfer_rigid                the undeformed template's Chamfer distance (the rigid baseline's shape)
+  val/iou_3d                       PASCAL3D+ with `cad_root`: 3D IoU at 32^3 of the fitted mesh and the
+                                   object's CAD model, UCMR protocol (lightning_modules/ttp/iou3d.py)
   test/...                         the same on the test split
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
@@ -37,6 +40,7 @@ from geometry import (
     chamfer_distance,
     fit_camera_and_deformation,
     hard_rgb_blend,
+    mesh_laplacian_smoothing,
     mesh_soft_silhouette,
     rasterize_meshes,
     sample_image_texture,
@@ -46,6 +50,7 @@ from geometry import (
 )
 from geometry.ttp_layer import TTPFit
 from lightning_modules.family import MODELS, FamilyModule
+from lightning_modules.ttp.iou3d import PascalIoU3D
 from lightning_modules.ttp.metrics import PCK, mask_iou
 from lightning_modules.ttp.network import PointRegressor
 from lightning_modules.ttp.template import load_template
@@ -63,6 +68,14 @@ class Reconstruction(NamedTuple):
     fit: TTPFit
     cameras: WeakPerspectiveCameras
     verts_ndc: torch.Tensor
+
+
+def mirror_vertices(verts: torch.Tensor) -> torch.Tensor:
+    """(N,) long: for each template vertex (N, 3) the vertex nearest to its mirror image in the x = 0 plane
+    (the left-right symmetry plane of the templates, as CMR pairs symmetric vertices), for the point flip
+    term; an exact permutation for a mirror-symmetric vertex set such as the synthetic bird's."""
+    mirrored = verts * verts.new_tensor([-1.0, 1.0, 1.0])
+    return torch.cdist(mirrored, verts).argmin(dim=1)
 
 
 @MODELS.register("ttp")
@@ -87,11 +100,15 @@ class TTPModule(FamilyModule):
         coverage_samples: mask pixels sampled by the coverage loss (official: 500).
         lr, basis_lr: Adam learning rates of the network and of the basis (official: 1e-4 and 1e-2).
         log_images: pictures logged by the visualizer callback per evaluation epoch.
+        cad_root: folder of the category's PASCAL3D+ CAD models, PASCAL3D+_release1.1/CAD/<category>/NN.off
+            (None: no 3D IoU). With it, batches that carry `cad_index` add val/iou_3d, test/iou_3d; the
+            template must be in the CAD models' frame (TTP: one of the category's CAD models). An
+            evaluation setting: `eval ... model.cad_root=...` works on any checkpoint.
     """
 
     MONITOR = "val/mask_iou"
     MONITOR_MODE = "max"
-    EVAL_SETTINGS = ("iterations", "solver", "log_images")
+    EVAL_SETTINGS = ("iterations", "solver", "log_images", "cad_root")
     INIT_ONLY = ("pretrained_path", "lpips_trunk_path")
 
     def __init__(
@@ -116,6 +133,7 @@ class TTPModule(FamilyModule):
         lr: float = 1e-4,
         basis_lr: float = 1e-2,
         log_images: int = 4,
+        cad_root: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -136,6 +154,7 @@ class TTPModule(FamilyModule):
         self.register_buffer("template_verts", tpl.verts)
         self.register_buffer("faces", tpl.faces)
         self.register_buffer("keypoint_vertices", tpl.keypoint_vertices)
+        self.register_buffer("vertex_flip", mirror_vertices(tpl.verts), persistent=False)
         N = tpl.verts.shape[0]
         self.net = PointRegressor(N, pretrained_path)
         # official BasisGenerator: rand(K, 3N) * 0.01; beta_weight = 0 -> gamma = exp(0)
@@ -150,6 +169,15 @@ class TTPModule(FamilyModule):
                     "pck": PCK(max(len(tpl.keypoint_vertices), 1)),
                 }
             )
+        # 3D IoU (PASCAL3D+, UCMR protocol): only with cad_root; its states are not in the checkpoint
+        if cad_root is not None:
+            if not Path(cad_root).is_dir():
+                raise FileNotFoundError(
+                    f"model.cad_root: {cad_root} is not a folder (expected PASCAL3D+_release1.1/CAD/<category> "
+                    "holding the CAD models NN.off)"
+                )
+            for split in ("val", "test"):
+                self.eval_metrics[split]["iou_3d"] = PascalIoU3D(cad_root, tpl.faces)
 
     # ------------------------------------------------------------------ the model
     @property
@@ -266,17 +294,26 @@ class TTPModule(FamilyModule):
             affine = L.random_affine(image.shape[0], image_size=size, dtype=image.dtype, device=image.device)
             u_aug, _ = self.net(L.warp_images(image, affine))
             terms["equivariance"] = L.equivariance_loss(u_aug, u, affine)
-        if w["flip_rotation"]:
+        if w["flip_rotation"] or w["flip_points"]:
             u_f, v_f = self.net(L.flip_images(image))
-            basis = self.basis if deform else self.basis.detach()[:1] * 0.0
-            fit_f = self.fit(u_f, v_f, basis, 1)
-            terms["flip_rotation"] = L.flip_rotation_loss(fit_f.rotation, fit.rotation)
+            if w["flip_points"]:
+                terms["flip_points"] = L.flip_equivariance_loss(u_f, u, self.vertex_flip)
+            if w["flip_rotation"]:
+                basis = self.basis if deform else self.basis.detach()[:1] * 0.0
+                fit_f = self.fit(u_f, v_f, basis, 1)
+                terms["flip_rotation"] = L.flip_rotation_loss(fit_f.rotation, fit.rotation)
         if deform:
             tpl = self.template_verts
             if w["arap_deformed"]:
                 terms["arap_deformed"] = L.arap_deformed(tpl, fit.vertices, self.faces)
             if w["arap_basis"]:
                 terms["arap_basis"] = L.arap_basis(tpl, self.basis, self.faces)
+            if w["laplacian_deformed"]:
+                # official triangle_reg_wt: the cotangent Laplacian of the deformed mesh
+                terms["laplacian_deformed"] = mesh_laplacian_smoothing(fit.vertices, self.faces, "cot")
+            if w["laplacian_basis"]:
+                # official tri_basis_wt: the uniform Laplacian of the template moved by each basis component
+                terms["laplacian_basis"] = mesh_laplacian_smoothing(tpl + self.basis, self.faces, "uniform")
             if w["deformation_l2"]:
                 terms["deformation_l2"] = L.deformation_l2(fit.vertices - tpl)
             if w["coeffs_l2"]:
@@ -319,6 +356,9 @@ class TTPModule(FamilyModule):
             m["chamfer_rigid"].update(chamfer_distance(rigid, true)[0].expand(1))
             angle = so3_relative_angle(rec.fit.rotation, batch["true_rotation"].to(image.dtype))
             m["rotation_error"].update(torch.rad2deg(angle))
+        if "iou_3d" in m and "cad_index" in batch:  # 3D IoU: the fitted mesh in the template (CAD) frame
+            keep = batch["has_cad_index"].bool() if "has_cad_index" in batch else slice(None)
+            m["iou_3d"].update(rec.fit.vertices[keep].detach(), batch["cad_index"][keep].long())
         return {"reconstruction": rec, "silhouette": sil}
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
@@ -338,6 +378,10 @@ class TTPModule(FamilyModule):
             for a, v in m["pck"].compute().items():
                 out[f"{split}/pck_{a:g}"] = v.float()
         m["pck"].reset()
+        if "iou_3d" in m:
+            if m["iou_3d"].update_count:
+                out[f"{split}/iou_3d"] = m["iou_3d"].compute().float()
+            m["iou_3d"].reset()
         self.log_dict(out, sync_dist=False, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
