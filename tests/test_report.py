@@ -249,6 +249,16 @@ def test_real_reports_load_and_every_run_composes(name, tmp_path):
     assert len(rp.plan(report, tmp_path, ["trainer.max_epochs=1"], seeds=[0])) == len(report["entries"])
 
 
+@pytest.mark.parametrize("name", rp.list_reports())
+def test_every_shipped_report_loads_and_its_runs_compose(name, tmp_path):
+    report = rp.load_report(name)
+    runs = rp.plan(report, tmp_path)  # composes every run's config (nothing trained)
+    assert len(runs) == sum(len(e["seeds"]) for e in report["entries"]) > 0
+    columns = {c["paper"] for c in report["columns"] if c.get("paper")}
+    for e in report["entries"]:
+        assert set(e.get("paper") or {}) <= columns, f"{name}: entry {e['name']} cites a column it lacks"
+
+
 def test_gp2_table2_has_the_papers_numbers_as_printed():
     report = rp.load_report("gp2_table2")
     assert report["citation"] == "GP2 Table 2"
