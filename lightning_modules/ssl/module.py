@@ -17,9 +17,11 @@ input view is rendered twice, once with the pose detached (N_rec's image and mas
 cloud detached (N_pose's), and N_pose sees the random-view renderings detached (the official pose loss is
 minimised over the pose variables only).
 
-Nearest neighbours are mined *within the batch* (`mine_neighbours` with no bank: Euclidean distance in N_rec's
-shape latent, `ReconstructionNet.encode`), not in a feature bank of the whole training set as the paper
-does: the batches carry no training index. Use a batch size well above `n_neighbours`.
+Nearest neighbours are mined, as in the paper, among the training samples by the Euclidean distance in N_rec's
+shape latent (`ReconstructionNet.encode`): `lightning_modules/ssl/bank.py` keeps every training sample's
+feature, image and silhouette by name and refreshes a sample's row whenever it is in a batch (so the
+features follow the training encoder; the bank is complete after the first epoch). `nn_source="batch"`
+mines within the batch instead.
 
 Evaluation: at the end of every validation epoch one global rotation R is fitted on all validation
 predictions against their ground truth (`geometry.fit_rotation_chamfer`, Sec. 4.3), stored in the
@@ -60,6 +62,7 @@ from datamodules.seeding import stable_seed
 from geometry import fit_rotation_chamfer
 from geometry.pointcloud import chamfer_variant
 from lightning_modules.family import MODELS, FamilyModule
+from lightning_modules.ssl.bank import NeighbourBank
 from lightning_modules.ssl.metrics import (
     CHAMFER_METRICS,
     EMD_METRICS,
@@ -71,6 +74,7 @@ from lightning_modules.ssl.network import PoseNet, Reconstruction, Reconstructio
 
 MASK_BCE = ("prob", "logits")
 AFFINITY = ("paper", "official", "none")
+NN_SOURCES = ("bank", "batch")
 NETWORK_WEIGHTS = {k: v for k, v in L.SSL_WEIGHTS.items() if k != "lr"}
 
 
@@ -93,7 +97,9 @@ class SSLModule(FamilyModule):
         image_size: side of the square input images (official 64); must be the data's.
         camera_distance: the lineage camera's distance (official 2).
         cycle: the geometric and pose cycle losses (False: Table 1's "No-CC" ablation).
-        nn: the nearest-neighbours consistency loss (Ours-NN); n_neighbours: neighbours per image.
+        nn: the nearest-neighbours consistency loss (Ours-NN); n_neighbours: neighbours per image;
+            nn_source: "bank" (the paper's: mined among the training samples, `NeighbourBank`) or "batch"
+            (within the batch only; cheaper, needs batch_size > n_neighbours).
         pose_supervised: the ground-truth pose instead of N_pose's (Table 2's pose-supervised baseline).
         n_views: k random viewpoints of the cycle losses (paper: 4).
         weights: loss weights by term (keys of losses.ssl_pointcloud.SSL_WEIGHTS except lr; missing keys keep
@@ -136,6 +142,7 @@ class SSLModule(FamilyModule):
         cycle: bool = True,
         nn: bool = False,
         n_neighbours: int = 2,
+        nn_source: str = "bank",
         pose_supervised: bool = False,
         n_views: int = 4,
         weights: dict[str, float] | None = None,
@@ -174,6 +181,7 @@ class SSLModule(FamilyModule):
             ("chamfer_metric", chamfer_metric, tuple(CHAMFER_METRICS)),
             ("emd_metric", emd_metric, tuple(EMD_METRICS)),
             ("emd_method", emd_method, ("exact", "approx")),
+            ("nn_source", nn_source, NN_SOURCES),
         )
         for name, value, allowed in checks:
             if value not in allowed:
@@ -189,6 +197,7 @@ class SSLModule(FamilyModule):
         self.loss_weights = {**NETWORK_WEIGHTS, **{k: float(v) for k, v in (weights or {}).items()}}
         self.rec_net = ReconstructionNet(n_points, bottleneck, image_size)
         self.pose_net = PoseNet(bottleneck, image_size)
+        self.bank = NeighbourBank()  # the training samples' features for Eq. 9 (not in the checkpoint)
         self.register_buffer("intrinsics", lineage_intrinsics(image_size))
         self.register_buffer("alignment", torch.eye(3))  # fitted at every validation epoch end
         self.eval_store = torch.nn.ModuleDict()
@@ -283,20 +292,48 @@ class SSLModule(FamilyModule):
                 v_pred = self.pose_net(flat.detach()).view(B, k, 2)
                 pose_terms["pose_cycle"] = L.pose_cycle_loss(v, v_pred, reduction=h.pose_cycle_reduction)
 
-        # Eq. 9: neighbours mined within the batch in N_rec's shape latent
-        n = min(h.n_neighbours, B - 1)
-        if h.nn and n >= 1:
-            nb = L.mine_neighbours(rec.features, n)
-            nb_pose = pose.detach()[nb.idx]  # (B, n, 2)
-            nb_masks = self.render(pts, nb_pose).masks  # (B, n, 1, S, S)
-            aff = h.affinity if w["nn_affinity"] else "none"
-            nt = L.nn_mask_loss(nb_masks, mask[nb.idx], bce=h.mask_bce, affinity=aff)
-            rec_terms["nn"], rec_terms["nn_affinity"] = nt.bce, nt.affinity
+        # Eq. 9: neighbours in N_rec's shape latent, from the training-set bank or within the batch
+        if h.nn:
+            nb = self.neighbours(batch, rec.features, pose)
+            if nb is not None:
+                nb_pose, nb_gt = nb
+                nb_masks = self.render(pts, nb_pose).masks  # (B, n, 1, S, S)
+                aff = h.affinity if w["nn_affinity"] else "none"
+                nt = L.nn_mask_loss(nb_masks, nb_gt, bce=h.mask_bce, affinity=aff)
+                rec_terms["nn"], rec_terms["nn_affinity"] = nt.bce, nt.affinity
 
         # Eq. 10
         if w["symmetry"]:
             rec_terms["symmetry"] = L.symmetry_loss(pts, mode=h.symmetry_mode, axis=h.symmetry_axis)
         return rec_terms, pose_terms
+
+    def neighbours(self, batch: dict, features: Tensor, pose: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The n = `n_neighbours` nearest neighbours of each image in N_rec's feature space (Sec. 3.3):
+        (their viewpoints (B, n, 2), detached, their silhouettes (B, n, 1, S, S)), or None when there are
+        not enough samples. `nn_source` "bank": the training samples seen so far (`NeighbourBank`, refreshed
+        with every batch; the neighbour images go through N_pose, as the paper says, or carry their
+        ground-truth pose when pose_supervised); "batch": the other images of the batch."""
+        h = self.hparams
+        image, mask = batch["image"], batch["mask"].to(batch["image"].dtype)
+        B, n = image.shape[0], h.n_neighbours
+        if h.nn_source == "batch":
+            n = min(n, B - 1)
+            if n < 1:
+                return None
+            nb = L.mine_neighbours(features, n)
+            return pose.detach()[nb.idx], mask[nb.idx]
+        if not self.training:
+            return None
+        gt_pose = batch["pose"].to(image.dtype) if h.pose_supervised else None
+        rows = self.bank.update(batch["name"], features, image, mask, gt_pose)
+        if len(self.bank) <= n:
+            return None
+        nb = self.bank.neighbours(features, rows, n)
+        if h.pose_supervised:
+            return nb.poses, nb.masks
+        with torch.no_grad():
+            nb_pose = self.pose_net(nb.images.flatten(0, 1)).view(B, n, 2)
+        return nb_pose, nb.masks
 
     def objectives(
         self, rec_terms: dict[str, Tensor], pose_terms: dict[str, Tensor]
