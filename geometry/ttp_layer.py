@@ -162,6 +162,19 @@ def _rigid_statistics(points_2d, visibility, points_3d, scale):
     return MS[..., :2] / scale[:, None, None], MS[..., 2:]
 
 
+def _least_squares_scale(M_raw, S, rotation, previous, min_scale):
+    """argmin_s sum_i v_i ||u_i - s P^T X_i - t||^2 for centred u, X: s = tr(P^T M) / tr(P^T S P), (B,).
+    M_raw (B, 3, 2) (not divided by s), S (B, 3, 3); keeps `previous` where the mesh projects to a point
+    (nothing visible, collapsed vertices) and is at least min_scale."""
+    P = rotation[..., :2]
+    num = (P * M_raw).sum((-1, -2))
+    den = (P * _mm(S, P)).sum((-1, -2))
+    tiny = torch.finfo(den.dtype).tiny
+    ok = den > tiny**0.5
+    s = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), previous)
+    return s.clamp_min(min_scale)
+
+
 def _objective(R: torch.Tensor, M: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     """f(R) = -2 tr(P^T M) + tr(P^T S P), P = R[..., :2]: (..., 3, 3), (..., 3, 2), (..., 3, 3) -> (...)."""
     P = R[..., :2]
@@ -468,6 +481,7 @@ def fit_camera_and_deformation(
     min_scale: float = 1e-6,
     max_steps: int = 50,
     seed: int = 0,
+    refit_scale: bool = False,
 ) -> TTPFit:
     """TTP's optimization layer (Sec. 3.2): weak-perspective pose and deformation coefficients from 2D points.
 
@@ -489,6 +503,10 @@ def fit_camera_and_deformation(
         min_scale: lower bound of the scale from the 2D spread.
         max_steps: LM steps per rigid step ("gauss_newton"; stops earlier once converged).
         seed: seed of the official random axis-angle init of "lbfgs" when init_rotation is None.
+        refit_scale: after every rigid step, replace s by its least-squares value given the rotation and
+            the current mesh, `s = tr(P^T M) / tr(P^T S P)` (P = R[:, :2], M and S the weighted centred
+            cross- and auto-moments of the 2D points and the mesh), differentiable. The starting s is
+            `scale` (or the 2D spread). Off: s stays the spread-based value throughout (the paper's Eq. 1).
     Returns:
         TTPFit(rotation (B, 3, 3), translation (B, 2), coefficients (B, K), scale (B,), vertices (B, N, 3),
         loss (B,)) with `WeakPerspectiveCameras(scale[:, None], rotation, translation).project(vertices)`
@@ -528,6 +546,8 @@ def fit_camera_and_deformation(
                     generator,
                 )
         rotation = _RigidOptimum.apply(M, S, R_opt)
+        if refit_scale:
+            s = _least_squares_scale(M * s[:, None, None], S, rotation, s, min_scale)
         translation = _closed_form_translation(points_2d, visibility, vertices, rotation, s)
         coefficients = _ridge_coefficients(moments, rotation, translation, s, ridge_t)
         vertices = template + (coefficients @ basis.flatten(1)).unflatten(-1, basis.shape[1:])

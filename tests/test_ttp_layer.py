@@ -322,3 +322,33 @@ def test_shape_errors_name_the_argument(bad, name):
     u, v, T, basis, ridge = (kw.pop(k) for k in ("u", "v", "T", "basis", "ridge"))
     with pytest.raises(ValueError, match=name):
         fit_camera_and_deformation(u, v, T, basis, ridge, **kw)
+
+
+def test_refit_scale_recovers_the_scale_when_the_starting_one_is_wrong():
+    P = _problem(seed=12)
+    wrong = 1.3 * P["s"]  # e.g. the spread of a foreshortened view
+    fit = fit_camera_and_deformation(
+        P["u"], P["v"], P["T"], P["basis"], 1e-12, iterations=80, scale=wrong, refit_scale=True
+    )
+    tol = dict(atol=1e-6, rtol=1e-6)
+    assert_close(fit.scale, P["s"], "scale", **tol)
+    assert_close(fit.coefficients, P["c"], "coefficients", **tol)
+    assert_close(fit.vertices, P["X"], "vertices", **tol)
+    fixed = fit_camera_and_deformation(P["u"], P["v"], P["T"], P["basis"], 1e-12, iterations=80, scale=wrong)
+    assert_close(fixed.scale, wrong, "a fixed scale stays as given", **TOL[F64])
+    assert float((fixed.vertices - P["X"]).abs().max()) > 1e-2, "and the shape cannot be recovered"
+
+
+def test_refit_scale_gradcheck_float64_and_zero_visibility():
+    P = _problem(B=2, N=7, K=2, seed=13, noise=0.05)
+    args = _leaves(dict(P, v=P["v"] * 0.5 + 0.3), torch.tensor(0.1, dtype=F64))
+
+    def fn(u, v, T, basis, ridge):
+        fit = fit_camera_and_deformation(u, v, T, basis, ridge, iterations=2, refit_scale=True)
+        return fit.rotation, fit.translation, fit.coefficients, fit.vertices, fit.scale
+
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+    args = _leaves(dict(P, v=torch.zeros_like(P["v"])), torch.tensor(0.1, dtype=F64))
+    fit = fit_camera_and_deformation(*args, iterations=2, refit_scale=True)
+    assert_close(fit.scale, weak_perspective_scale(P["u"]), "nothing visible: the spread is kept", **TOL[F64])
+    assert all(bool(torch.isfinite(x).all()) for x in fit) and _finite_grads(args, fit)

@@ -90,6 +90,8 @@ class TTPModule(FamilyModule):
         num_basis: K, deformation basis size (paper: 16); ridge_init: initial gamma (official: exp(0) = 1).
         iterations: solver alternations of rigid step and ridge solve (paper: 4; Table 2 varies 1-4);
             solver: "gauss_newton" (batched) or "lbfgs" (the paper's per-sample solver).
+        refit_scale: re-estimate the weak-perspective scale by least squares after every rigid step,
+            starting from the paper's spread-based value (`fit`); False keeps the spread-based scale.
         rigid_epochs: warm-up epochs with the rigid template (official: --deform_epoch 100).
         rigid: never deform (the rigid-template baseline of Tables 1 and 3b), in training and evaluation.
         pretrained_path: local file of timm resnet18 ImageNet weights (None: random initialization).
@@ -108,7 +110,7 @@ class TTPModule(FamilyModule):
 
     MONITOR = "val/mask_iou"
     MONITOR_MODE = "max"
-    EVAL_SETTINGS = ("iterations", "solver", "log_images", "cad_root")
+    EVAL_SETTINGS = ("iterations", "solver", "refit_scale", "log_images", "cad_root")
     INIT_ONLY = ("pretrained_path", "lpips_trunk_path")
 
     def __init__(
@@ -121,6 +123,7 @@ class TTPModule(FamilyModule):
         ridge_init: float = 1.0,
         iterations: int = 4,
         solver: str = "gauss_newton",
+        refit_scale: bool = True,
         rigid_epochs: int = 100,
         rigid: bool = False,
         pretrained_path: str | None = None,
@@ -216,6 +219,14 @@ class TTPModule(FamilyModule):
         assumes a template of unit spread. Measured on true correspondences of the synthetic bird (32
         instances, its own basis): std(u) alone gives 0.34 of the true scale (the basis must then inflate
         the mesh 3x) and a median rotation error of 1.1 deg; std(u) / std(T) gives 1.02 +- 0.14 and 0.43 deg.
+
+        That +-14% per image is foreshortening (a bird seen head-on spreads less in 2D than from the side)
+        and shape (a longer bird spreads more), and a fixed scale leaves the deformation to absorb it. With
+        `refit_scale` the layer refines s by least squares after each rigid step. Measured on the true
+        correspondences and the true basis of 128 validation birds (deformation_std 0.1, ridge 1e-3, 4
+        iterations): the deformed shape's Chamfer to the truth is 0.0106 with the fixed scale, no better
+        than the undeformed template's 0.0101, and 0.0060 with the refit (cosine of the fitted and true
+        deformations 0.47 -> 0.70).
         """
         scale = weak_perspective_scale(u) / self.template_verts.reshape(-1).std()
         return fit_camera_and_deformation(
@@ -227,6 +238,7 @@ class TTPModule(FamilyModule):
             iterations=iterations,
             solver=self.hparams.solver,
             scale=scale,
+            refit_scale=self.hparams.refit_scale,
         )
 
     def forward(self, image: torch.Tensor) -> Reconstruction:
