@@ -26,7 +26,7 @@ from torchmetrics import MeanMetric
 
 from lightning_modules.depth_metrics import ALIGNMENTS, WHDR, DepthMetrics
 from lightning_modules.family import MODELS, FamilyModule
-from lightning_modules.gp2.network import LightWeightRefineNet
+from lightning_modules.gp2.network import build_network
 from lightning_modules.gp2.official import check_release_name, load_official
 from losses.depth import DENSE_DEPTH_TYPES, GP2Loss
 
@@ -41,7 +41,7 @@ class GP2Module(FamilyModule):
     """LightningModule of the GP2 family.
 
     Args:
-        backbone, pretrained_path, n_chains: see `LightWeightRefineNet`.
+        backbone, pretrained_path, n_chains: see `build_network` (LightWeightRefineNet; DPTDepth for dpt_*).
         official_weights: a GP2 release file (mn_lrn4.pth, lite0_lrn4.pth, b0_lrn4.pth ... b5_lrn4.pth) whose
             weights the whole network starts from (lightning_modules.gp2.official.load_official); it must be
             the release of `backbone` (with n_chains=4), and replaces pretrained_path. None = not used.
@@ -90,7 +90,7 @@ class GP2Module(FamilyModule):
         if scheduler not in ("cosine", "none"):
             raise ValueError(f"model.scheduler: expected 'cosine' or 'none', got {scheduler!r}")
         if official_weights is None:
-            self.net = LightWeightRefineNet(backbone, pretrained_path, n_chains)
+            self.net = build_network(backbone, pretrained_path, n_chains)
         else:
             if pretrained_path is not None:
                 raise ValueError(

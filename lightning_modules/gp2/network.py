@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules.gp2.dpt import DPT_VARIANTS, DPTDepth
+
 # GP2 normalizes every image with the ImageNet mean and std, whatever the backbone (official
 # datasets/validation_datasets.py, BaseDataset defaults), EfficientNet-Lite0 included.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -179,3 +181,15 @@ class LightWeightRefineNet(nn.Module):
             y = self.crp[level](up + f)
         log_disp = self.head(y)  # (B, 1, H/2, W/2)
         return F.interpolate(log_disp, size=image.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_network(backbone: str, pretrained_path: str | None = None, n_chains: int = 4) -> nn.Module:
+    """The depth network `model.backbone` names: a DPT (lightning_modules/gp2/dpt.py, DPT_VARIANTS) or GP2's
+    LightWeightRefineNet (BACKBONES; n_chains is the LRN's, unused by a DPT). Both map an image
+    (B, 3, H, W) in [0, 1] to log-disparity (B, 1, H, W)."""
+    if backbone in DPT_VARIANTS:
+        return DPTDepth(backbone, pretrained_path)
+    if backbone not in ENCODERS:
+        names = ", ".join((*BACKBONES, *DPT_VARIANTS))
+        raise ValueError(f"model.backbone: expected one of {names}, got {backbone!r}")
+    return LightWeightRefineNet(backbone, pretrained_path, n_chains)

@@ -2,7 +2,8 @@
 depth from affine-invariant labels, by rendering novel views of the predicted 3D scene and asking the same
 network to predict them consistently (losses/rgpd.py holds the objectives as pure functions).
 
-Network: GP2's `LightWeightRefineNet` (lightning_modules/gp2/network.py), which outputs log-disparity `l`.
+Network: GP2's `LightWeightRefineNet` (lightning_modules/gp2/network.py), or with `model.backbone=dpt_*` the
+DPT of lightning_modules/gp2/dpt.py (the paper's network, Sec. 5); both output log-disparity `l`.
 Conversions (documented once, used everywhere in this file):
     disparity  d = exp(l)                 the network's raw output, up to scale and shift (UTSS) after SSI
     depth      D = 1 / d = exp(-l)        what the consistency pipeline unprojects (Eq. 4); it is depth up
@@ -61,7 +62,7 @@ from geometry.cameras import intrinsics_from_fov
 from lightning_modules.depth_metrics import ALIGNMENTS
 from lightning_modules.family import MODELS, FamilyModule
 from lightning_modules.gp2.module import GP2Module
-from lightning_modules.gp2.network import LightWeightRefineNet
+from lightning_modules.gp2.network import build_network
 from losses.depth import GP2Loss
 from losses.rgpd import (
     DEFAULT_FOV,
@@ -110,7 +111,7 @@ class RGPDModule(GP2Module):
     """LightningModule of the RGPD family (a FamilyModule; evaluation and logging are GP2Module's).
 
     Args:
-        backbone, pretrained_path, n_chains: see `LightWeightRefineNet`.
+        backbone, pretrained_path, n_chains: see `build_network` (LightWeightRefineNet; DPTDepth for dpt_*).
         loss: base term, "ssi" (L^SSI on disparity, Eq. 3) or "gp2" (GP2's mixture loss).
         consistency: add beta L^C (Eq. 15); multi_focal: L^C over `train_fovs` (Eq. 14), else one focal
             length (the sample's true one, or `default_fov`).
@@ -184,7 +185,7 @@ class RGPDModule(GP2Module):
         ):
             if not fovs or not all(0 < float(f) < 180 for f in fovs):
                 raise ValueError(f"model.{name}: expected FOVs in (0, 180) degrees, got {list(fovs)}")
-        self.net = LightWeightRefineNet(backbone, pretrained_path, n_chains)
+        self.net = build_network(backbone, pretrained_path, n_chains)
         if init_checkpoint is not None:
             self.net.load_state_dict(load_network_weights(init_checkpoint))
         self.criterion = GP2Loss() if loss == "gp2" else None
