@@ -242,31 +242,52 @@ def mask_bce_loss(pred: Tensor, target: Tensor, mode: str = "prob", eps: float =
 _AFFINITY_CHUNK = 1 << 24  # (B, rows, H*W) block of candidate costs evaluated at once
 
 
-def _weighted_min_sq_dist(weight: Tensor, member: Tensor, H: int, W: int) -> Tensor:
+def _weighted_min_sq_dist(
+    weight: Tensor, member: Tensor, H: int, W: int, need: Tensor | None = None
+) -> Tensor:
     """`D[b, p] = min_{q: member[b, q]} |p - q|^2 * weight[b, q]` over pixels q, 0 where no member.
 
-    weight, member: (B, HW). The minimiser is searched without autograd in chunks of rows (no (B, HW, HW)
-    tensor); the value is recomputed from it, so gradients reach `weight` at the minimising pixel.
-    Returns (B, HW).
+    weight, member: (B, HW); need: optional (B, HW) bool, the pixels p whose D is used (the others are
+    returned as 0: a caller that multiplies D by a constant that is 0 there loses nothing, values or
+    gradients). The minimiser is searched without autograd in chunks of rows (no (B, HW, HW) tensor); the
+    value is recomputed from it, so gradients reach `weight` at the minimising pixel. Returns (B, HW).
     """
     B, N = weight.shape
     dev = weight.device
-    ii = torch.arange(N, device=dev) // W
-    jj = torch.arange(N, device=dev) % W
+    # pixel coordinates in the weight's dtype: the squared distances are integers, exact in float32 up to
+    # sides of 2896 pixels
+    ii = (torch.arange(N, device=dev) // W).to(weight.dtype)
+    jj = (torch.arange(N, device=dev) % W).to(weight.dtype)
     w_det = torch.where(member, weight.detach(), torch.full_like(weight, math.inf))  # (B, N)
-    rows = max(1, _AFFINITY_CHUNK // max(1, B * N))
-    arg = torch.empty(B, N, dtype=torch.long, device=dev)
+    need = torch.ones_like(member) if need is None else need & member.any(1, keepdim=True)
+    b_idx, p_idx = need.nonzero(as_tuple=True)  # (K,): the (image, pixel) rows searched
+    rows = max(1, _AFFINITY_CHUNK // max(1, N))
+    arg = torch.zeros(B, N, dtype=torch.long, device=dev)
     with torch.no_grad():
-        for s in range(0, N, rows):
-            e = min(N, s + rows)
-            d2 = (ii[s:e, None] - ii[None]).square() + (jj[s:e, None] - jj[None]).square()  # (r, N)
-            cost = d2.to(weight.dtype)[None] * w_det[:, None, :]  # (B, r, N); inf where not a member
+        for s in range(0, len(b_idx), rows):
+            b, p = b_idx[s : s + rows], p_idx[s : s + rows]
+            d2 = (ii[p, None] - ii[None]).square() + (jj[p, None] - jj[None]).square()  # (r, N)
+            cost = d2 * w_det[b]  # (r, N); inf where not a member
             cost = torch.where(torch.isnan(cost), torch.full_like(cost, math.inf), cost)  # 0 * inf
-            arg[:, s:e] = cost.argmin(-1)
-    d2_min = ((ii[None] - ii[arg]).square() + (jj[None] - jj[arg]).square()).to(weight.dtype)  # (B, N)
+            arg[b, p] = cost.argmin(-1)
+    d2_min = (ii[None] - ii[arg]).square() + (jj[None] - jj[arg]).square()  # (B, N)
     value = d2_min * weight.gather(1, arg)
-    has = member.any(1, keepdim=True)  # (B, 1)
-    return torch.where(has, value, torch.zeros_like(value))
+    return torch.where(need, value, torch.zeros_like(value))
+
+
+def _sq_distance_to_set(member: Tensor, H: int, W: int, dtype: torch.dtype) -> Tensor:
+    """`D[b, p] = min_{q: member[b, q]} |p - q|^2` (B, HW), 0 where no member: `_weighted_min_sq_dist` with
+    unit weights, by scipy's exact Euclidean distance transform (linear time instead of quadratic). A
+    constant: no gradient."""
+    from scipy.ndimage import distance_transform_edt
+
+    m = member.detach().reshape(-1, H, W).cpu().numpy()
+    out = torch.zeros(m.shape, dtype=torch.float64)
+    for b in range(m.shape[0]):
+        if m[b].any():
+            out[b] = torch.from_numpy(distance_transform_edt(~m[b]) ** 2)
+    # squared distances between pixel centres are integers: round off the transform's sqrt-then-square
+    return out.round().to(dtype=dtype, device=member.device).reshape(member.shape)
 
 
 def mask_affinity_loss(pred: Tensor, target: Tensor, mode: str = "paper", threshold: float = 0.0) -> Tensor:
@@ -280,7 +301,8 @@ def mask_affinity_loss(pred: Tensor, target: Tensor, mode: str = "paper", thresh
 
     (the weight of the minimised pixel stays inside the min, as written; an empty set contributes 0). With a
     binary target the first term is `sum_ij M^_ij dt(i, j)`, dt the squared distance to the target
-    silhouette; the second term's gradient reaches the prediction only at its minimising pixel.
+    silhouette, computed so (scipy's exact distance transform; any other target by the quadratic search);
+    the second term's gradient reaches the prediction only at its minimising pixel.
 
     mode="official": what the released code computes (ssl_3d_recon and capnet `get_losses.py`): there all
     factors of `gt_th * (dist + 1) * pred` are indexed by (i, j), so the min over (k, l) is `dist + 1 = 1` at
@@ -303,8 +325,13 @@ def mask_affinity_loss(pred: Tensor, target: Tensor, mode: str = "paper", thresh
     B, _, H, W = pred.shape
     p = pred.reshape(B, H * W)
     t = target.reshape(B, H * W)
-    d_target = _weighted_min_sq_dist(t, t > threshold, H, W)  # (B, HW)
-    d_pred = _weighted_min_sq_dist(p, p.detach() > threshold, H, W)
+    member = t > threshold
+    if not target.requires_grad and bool((t[member] == 1).all()):
+        # a binary target (the data's silhouettes): the min is its squared distance transform
+        d_target = _sq_distance_to_set(member, H, W, pred.dtype)  # (B, HW)
+    else:
+        d_target = _weighted_min_sq_dist(t, member, H, W)  # (B, HW)
+    d_pred = _weighted_min_sq_dist(p, p.detach() > threshold, H, W, need=t != 0)  # used as t * d_pred
     return ((p * d_target).sum(1) + (t * d_pred).sum(1)).mean()
 
 

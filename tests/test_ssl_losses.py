@@ -156,6 +156,24 @@ def test_affinity_gradient_finite_and_chunking_invariant(monkeypatch):
     assert bool(torch.isfinite(g_full).all())
 
 
+def test_binary_target_distance_transform_equals_the_quadratic_search():
+    import losses.ssl_pointcloud as mod
+
+    torch.manual_seed(2)
+    H, W = 9, 11
+    member = torch.rand(4, H * W) > 0.85
+    member[1] = False  # an empty silhouette: 0
+    fast = mod._sq_distance_to_set(member, H, W, torch.float64)
+    slow = mod._weighted_min_sq_dist(member.double(), member, H, W)
+    assert torch.equal(fast, slow), "integer squared distances, exactly"
+    # and the loss takes it for binary targets only (a soft target keeps its weights inside the min)
+    target = member.view(4, 1, H, W).double()
+    pred = torch.rand(4, 1, H, W, dtype=torch.float64)
+    assert_close(mask_affinity_loss(pred, target), _affinity_naive(pred, target, 0.0), "binary", **F64)
+    soft = target * 0.5
+    assert_close(mask_affinity_loss(pred, soft), _affinity_naive(pred, soft, 0.0), "soft", **F64)
+
+
 def test_affinity_official_mode_analytic():
     pred = torch.tensor([[[[0.5, 0.0], [1.0, 0.25]]]], dtype=torch.float64)
     target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]], dtype=torch.float64)
