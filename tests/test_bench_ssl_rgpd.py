@@ -12,7 +12,7 @@ import experiments.bench
 import losses.rgpd as LR
 import losses.ssl_pointcloud as L
 from experiments.benchmarks import rgpd_training, ssl_training
-from experiments.benchmarks.ssl_training import PartTimer, share_rounds
+from experiments.benchmarks.common import PartTimer, share_rounds
 
 CPU = torch.device("cpu")
 

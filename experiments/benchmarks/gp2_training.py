@@ -16,26 +16,16 @@ import time
 
 import torch
 
-from datamodules.depth.datamodule import collate_depth
-from datamodules.depth.synthetic import SyntheticDepth
-from experiments.benchmarks.common import sync
+from experiments.benchmarks.common import depth_batch, sync
 from experiments.config import compose
 from lightning_modules.gp2.module import GP2Module
 from losses.depth import GP2Loss
 
 
-def _batch(B: int, size: int, device) -> dict:
-    ds = SyntheticDepth(
-        split="train", num_samples=B, image_size=(size, size), uts_fraction=0.5, utss_fraction=0.25
-    )
-    batch = collate_depth([ds[i] for i in range(B)])
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def loss_share(B: int, size: int, device, repeats: int) -> dict:
     model = GP2Module(log_images=0).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = _batch(B, size, device)
+    batch = depth_batch(B, size, device)
 
     def step():
         opt.zero_grad(set_to_none=True)

@@ -32,19 +32,8 @@ import warnings
 import torch
 
 import losses.rgpd as LR
-from datamodules.depth.datamodule import collate_depth
-from datamodules.depth.synthetic import SyntheticDepth
-from experiments.benchmarks.common import sync
-from experiments.benchmarks.ssl_training import PartTimer, share_rounds
+from experiments.benchmarks.common import PartTimer, depth_batch, share_rounds, share_rows, sync
 from lightning_modules.rgpd.module import RGPDModule
-
-
-def _batch(B: int, size: int, device) -> dict:
-    ds = SyntheticDepth(
-        split="train", num_samples=B, image_size=(size, size), uts_fraction=0.0, utss_fraction=1.0
-    )
-    batch = collate_depth([ds[i] for i in range(B)])
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _module(consistency: bool, device) -> tuple[RGPDModule, torch.optim.Optimizer]:
@@ -64,7 +53,7 @@ def _step(model: RGPDModule, opt, batch: dict):
 
 def step_share(B: int, size: int, device, repeats: int, warmup: int = 1) -> list[dict]:
     """Rows: the SSI step, the consistency step and the shares of its parts (module docstring)."""
-    batch = _batch(B, size, device)
+    batch = depth_batch(B, size, device, uts_fraction=0.0, utss_fraction=1.0)
     ssi_model, ssi_opt = _module(False, device)
     model, opt = _module(True, device)
     F = len(model.hparams.train_fovs) if model.hparams.multi_focal else 1
@@ -104,17 +93,7 @@ def step_share(B: int, size: int, device, repeats: int, warmup: int = 1) -> list
             "x_ssi": step_ms / ssi_ms,
         },
     ]
-    for p in parts:
-        rows.append(
-            {
-                **common,
-                "part": p,
-                "calls": calls[p],
-                "fwd_ms": fwd[p],
-                "fwd_bwd_ms": fb[p],
-                "share": fb[p] / step_ms,
-            }
-        )
+    rows += share_rows(common, parts, calls, fwd, fb, step_ms)
     both = fb[render["novel"]] + fb[render["back"]]
     rows.append(
         {

@@ -37,151 +37,20 @@ Threads: torch's default, as the other benchmarks (make bench prints the count).
 
 from __future__ import annotations
 
-import contextlib
-import statistics
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 import losses.ssl_pointcloud as L
 from datamodules.pointcloud.datamodule import collate_point_cloud
 from datamodules.pointcloud.synthetic import SyntheticShapes
-from experiments.benchmarks.common import sync, time_ms
+from experiments.benchmarks.common import PartTimer, share_rounds, share_rows, sync, time_ms
 from experiments.config import compose
 from lightning_modules.ssl.module import SSLModule
 
 N_VIEWS, N_NEIGHBOURS = 4, 2  # official k (Sec. 4.1) and the config's neighbours
 BANK_SIZE = 512  # training samples of the ssl_synthetic_*_nn experiments: the bank after the first epoch
-
-
-# ------------------------------------------------------------------------------------------ part timing
-def _snapshot(x):
-    """A captured argument: tensors as (detached tensor, requires_grad), anything else as it is."""
-    return ("tensor", x.detach(), x.requires_grad) if isinstance(x, torch.Tensor) else ("value", x)
-
-
-def _restore(s):
-    if s[0] == "tensor":
-        return s[1].detach().requires_grad_(s[2])
-    return s[1]
-
-
-def _tensors(x) -> Iterator[torch.Tensor]:
-    if isinstance(x, torch.Tensor):
-        yield x
-    elif isinstance(x, (tuple, list)):
-        for y in x:
-            yield from _tensors(y)
-
-
-class PartTimer:
-    """Wraps functions that a step calls with a timer and records each call's label, forward time (ms,
-    synchronized) and inputs. Labels are given per call in call order, and may repeat (their times add up).
-
-        timer = PartTimer()
-        with timer.patch(model, "render", ["input view", "k views"]):
-            step()
-        timer.ms  # {label: forward ms of this step}
-    """
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, list[tuple[Callable, tuple, dict]]] = defaultdict(list)
-
-    def reset(self) -> None:
-        self.ms.clear()
-        self.calls.clear()
-
-    @contextlib.contextmanager
-    def patch(self, owner, attr: str, labels: Sequence[str]) -> Iterator[None]:
-        """`owner.attr` (a module's function or an instance's method) timed for the block; the block must
-        call it exactly len(labels) times (RuntimeError otherwise: the step changed, update the labels)."""
-        orig = getattr(owner, attr)
-        own = attr in vars(owner)
-        saved = vars(owner)[attr] if own else None
-        n = [0]
-
-        def timed(*args, **kwargs):
-            i = n[0]
-            n[0] += 1
-            label = labels[i] if i < len(labels) else f"{attr} call {i + 1}"
-            sync()
-            t0 = time.perf_counter()
-            out = orig(*args, **kwargs)
-            sync()
-            self.ms[label] += (time.perf_counter() - t0) * 1e3
-            snap = tuple(map(_snapshot, args)), {k: _snapshot(v) for k, v in kwargs.items()}
-            self.calls[label].append((orig, *snap))
-            return out
-
-        setattr(owner, attr, timed)
-        try:
-            yield
-        finally:
-            if own:
-                setattr(owner, attr, saved)
-            else:
-                delattr(owner, attr)
-        if n[0] != len(labels):
-            raise RuntimeError(
-                f"{attr} was called {n[0]} times in the step, the benchmark expects {len(labels)} "
-                f"({list(labels)}): update its labels"
-            )
-
-    def replay(self, label: str) -> None:
-        """Forward + backward (ones upstream gradient into every output that requires grad) of the calls
-        recorded under `label`, on fresh leaves of their recorded inputs."""
-        for fn, args, kwargs in self.calls[label]:
-            out = fn(*map(_restore, args), **{k: _restore(v) for k, v in kwargs.items()})
-            outs = [t for t in _tensors(out) if t.requires_grad]
-            if outs:
-                torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
-
-
-def share_rounds(
-    step: Callable[[], None],
-    timed_step: Callable[[PartTimer], float],
-    parts: Sequence[str],
-    repeats: int,
-    warmup: int = 1,
-    others: Sequence[Callable[[], None]] = (),
-) -> tuple[float, float, dict[str, float], dict[str, float], dict[str, int], list[float]]:
-    """Rounds of (plain step, timed step, replay of each part, each of `others`), medians over the `repeats`
-    rounds after `warmup` (the mean of the middle two for an even count). `timed_step(timer)` runs the step
-    with the parts patched into `timer` and returns its forward time (ms). Returns (step_ms, step_fwd_ms,
-    part fwd_ms, part fwd_bwd_ms, part calls, others' ms)."""
-    timer = PartTimer()
-    t_step, t_fwd = [], []
-    t_others: list[list[float]] = [[] for _ in others]
-    fwd: dict[str, list[float]] = {p: [] for p in parts}
-    fb: dict[str, list[float]] = {p: [] for p in parts}
-    calls: dict[str, int] = {}
-    for i in range(warmup + repeats):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        t_plain = (time.perf_counter() - t0) * 1e3
-        timer.reset()
-        f = timed_step(timer)
-        t_replay = {p: time_ms(lambda p=p: timer.replay(p), repeats=1, warmup=0) for p in parts}
-        t_other = [time_ms(fn, repeats=1, warmup=0) for fn in others]
-        if i < warmup:
-            continue
-        for t, x in zip(t_others, t_other):
-            t.append(x)
-        t_step.append(t_plain)
-        t_fwd.append(f)
-        for p in parts:
-            fwd[p].append(timer.ms[p])
-            fb[p].append(t_replay[p])
-            calls[p] = len(timer.calls[p])
-
-    med = statistics.median
-    fwd_ms, fb_ms = {p: med(v) for p, v in fwd.items()}, {p: med(v) for p, v in fb.items()}
-    return med(t_step), med(t_fwd), fwd_ms, fb_ms, calls, [med(t) for t in t_others]
 
 
 # ------------------------------------------------------------------------------------------ 1. step share
@@ -268,17 +137,7 @@ def step_share(
     case = f"B={B} P={P} {S}x{S} k={h.n_views} nn={h.n_neighbours} ({source})"
     common = {"bench": "ssl step share", "case": case}
     rows = [{**common, "part": "training step", "calls": 1, "fwd_ms": step_fwd, "fwd_bwd_ms": step_ms}]
-    for p in parts:
-        rows.append(
-            {
-                **common,
-                "part": p,
-                "calls": calls[p],
-                "fwd_ms": fwd[p],
-                "fwd_bwd_ms": fb[p],
-                "share": fb[p] / step_ms,
-            }
-        )
+    rows += share_rows(common, parts, calls, fwd, fb, step_ms)
     projections = [p for p in parts if p.startswith("projection")]
     all_fb = sum(fb[p] for p in projections)
     rows.append(
