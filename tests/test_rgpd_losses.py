@@ -243,6 +243,27 @@ def test_true_focal_is_more_consistent_than_wrong_focal():
             assert (wrong.total > right.total).all(), (right.total, wrong.total)
 
 
+def test_the_true_shift_is_more_consistent_than_a_disparity_shift():
+    """The paper's point (Sec. 4): a disparity with the wrong shift unprojects to a distorted scene whose
+    novel views the (oracle) network predicts inconsistently, so L^C can teach the shift."""
+    _, depth, _, K = scenes(fovs=(60.0, 60.0, 60.0), seed=11)
+    B = depth.shape[0]
+    image = true_points_image(depth, K)  # the oracle sees the true points, whatever geometry is rendered
+    mz = min_z(depth)
+    disparity = 1.0 / depth
+    for theta in (-20.0, 20.0):
+        R, t = novel_view_transform(torch.full((B,), theta), 0.5 * mz, mz)
+        net = oracle(R, t)
+        right = consistency_losses(net, image, depth, K, R, t)
+        for frac in (-0.3, 0.5):  # shift by a fraction of each image's mean disparity
+            b = frac * disparity.flatten(1).mean(1).view(B, 1, 1, 1)
+            shifted = 1.0 / (disparity + b)
+            wrong = consistency_losses(net, image, shifted, K, R, t)
+            assert right.valid.all() and wrong.valid.all()
+            assert (right.depth < 1e-4).all(), right.depth
+            assert (wrong.depth > 100 * right.depth + 1e-3).all(), (frac, right.depth, wrong.depth)
+
+
 def test_consistency_batched_equals_per_sample_loop():
     img, depth, _, K = scenes(seed=20)
     img, depth, K = img.double(), depth.double(), K.double()
