@@ -62,18 +62,20 @@ def _batch(B: int, S: int, P: int, device, seed: int = 0) -> dict:
 
 def _step_fn(model: SSLModule, opts, batch: dict) -> Callable[[], None]:
     """`SSLModule.training_step` without Lightning: its losses, one backward, the two Adam steps."""
-    opt_rec, opt_pose = opts
 
     def step() -> None:
-        rec_terms, pose_terms = model.loss_terms(batch)
-        loss_rec, loss_pose = model.objectives(rec_terms, pose_terms)
-        opt_rec.zero_grad()
-        opt_pose.zero_grad()
-        (loss_rec if loss_pose is None else loss_rec + loss_pose).backward()
-        opt_rec.step()
-        opt_pose.step()
+        _update(opts, *model.objectives(*model.loss_terms(batch)))
 
     return step
+
+
+def _update(opts, loss_rec, loss_pose) -> None:
+    """The step's second half: one backward of both objectives, then both Adam steps."""
+    for opt in opts:
+        opt.zero_grad()
+    (loss_rec if loss_pose is None else loss_rec + loss_pose).backward()
+    for opt in opts:
+        opt.step()
 
 
 def _fill_bank(model: SSLModule, batch: dict, size: int) -> None:
@@ -113,7 +115,6 @@ def step_share(
     )
 
     def timed_step(timer: PartTimer) -> float:
-        opt_rec, opt_pose = opts
         with (
             timer.patch(model, "render", render_labels),
             timer.patch(model, "neighbours", [mining] * h.nn),
@@ -124,11 +125,7 @@ def step_share(
             loss_rec, loss_pose = model.objectives(*model.loss_terms(batch))
             sync()
             fwd = (time.perf_counter() - t0) * 1e3
-        opt_rec.zero_grad()
-        opt_pose.zero_grad()
-        (loss_rec if loss_pose is None else loss_rec + loss_pose).backward()
-        opt_rec.step()
-        opt_pose.step()
+        _update(opts, loss_rec, loss_pose)
         return fwd
 
     parts = list(dict.fromkeys(render_labels)) + [mining] * h.nn + [affinity] * bool(affinity_calls)
